@@ -1,0 +1,57 @@
+"""The one atomic-write helper.
+
+Every file the tool writes is first written to a temporary file beside its target and then
+renamed into place with :func:`os.replace`, which is atomic on POSIX. An interrupted run
+therefore leaves either the old file or the complete new one, never a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from esimcse_cli.core.errors import InputError
+
+
+def check_output_path(target: str | os.PathLike) -> Path:
+    """Refuse an output path whose folder does not exist (a clear error, before any work)."""
+    target = Path(target)
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{target}: output folder {parent} does not exist")
+    if target.is_dir():
+        raise InputError(f"{target}: is a folder, expected a file path")
+    return target
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` when the block succeeds.
+
+    On any exception (including ``KeyboardInterrupt``) the temporary file is removed and the
+    target is left untouched. ``suffix`` keeps an extension that a writer insists on (numpy's
+    ``np.save`` appends ``.npy`` to names that lack it).
+    """
+    target = check_output_path(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=(suffix or "") + ".tmp", dir=target.parent or ".")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(target: str | os.PathLike, text: str) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
