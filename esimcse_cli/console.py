@@ -1,0 +1,106 @@
+"""The one module that owns Rich.
+
+- ``console``: stderr, for progress bars, logs and warnings, so that data on stdout stays clean.
+- ``out``: stdout, for result tables (never used while stdout carries data, e.g. ``encode -o -``).
+
+Core modules report through :mod:`logging` (logger ``esimcse``) and plain progress callbacks;
+this module turns both into Rich output.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+console = Console(stderr=True)
+out = Console()
+
+
+class RateColumn(ProgressColumn):
+    """Items per second, e.g. ``812 sent/s``."""
+
+    def __init__(self, unit: str = "it"):
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        if speed is None:
+            return Text(f"- {self.unit}/s", style="progress.data.speed")
+        return Text(f"{speed:,.0f} {self.unit}/s", style="progress.data.speed")
+
+
+def setup_logging(debug: bool = False) -> None:
+    """Route the ``esimcse`` logger (and warnings from core) to the stderr console."""
+    logger = logging.getLogger("esimcse")
+    logger.handlers.clear()
+    handler = RichHandler(console=console, show_time=False, show_path=debug, markup=False, rich_tracebacks=debug)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+    logger.propagate = False
+
+
+@contextmanager
+def progress_bar(total: int | None, description: str, unit: str = "sent", extra: str | None = None) -> Iterator[Callable[..., None]]:
+    """A Rich progress bar on stderr. Yields ``advance(n=1, **fields)``.
+
+    ``extra`` is a format string over the task's fields (e.g. ``"loss {task.fields[loss]}"``).
+    """
+    columns = [
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        RateColumn(unit),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    if extra:
+        columns.insert(4, TextColumn(extra))
+    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal and total is None) as prog:
+        task = prog.add_task(description, total=total)
+
+        def advance(n: int = 1, **fields) -> None:
+            prog.update(task, advance=n, **fields)
+
+        yield advance
+
+
+def warn(message: str) -> None:
+    console.print(Text(f"warning: {message}", style="yellow"))
+
+
+def info(message: str) -> None:
+    console.print(Text(message))
+
+
+def error(message: str) -> None:
+    console.print(Text(f"esimcse: error: {message}", style="bold red"), soft_wrap=True)
+
+
+def print_table(table: Table) -> None:
+    out.print(table)
+
+
+def new_table(title: str | None = None, *columns: str) -> Table:
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    return table
