@@ -1,0 +1,314 @@
+"""Training configuration: one small dataclass, YAML files, presets.
+
+Precedence, lowest first: the dataclass defaults < ``--preset`` (a YAML file shipped in
+``esimcse_cli/core/presets/``) < ``--config FILE.yaml`` < command-line flags. Every source
+goes through the same checks: an unknown key is refused naming the key, a value of the wrong
+type is refused naming the key and the type, and out-of-range values are refused by
+:meth:`TrainConfig.validate`. YAML is read with :func:`yaml.safe_load`, so tags such as
+``!!python/object`` are refused.
+
+Path values read from a config file (``corpus``, ``dev_data``, ``output_dir``) are resolved
+relative to the folder of that file and may not leave it (an absolute path or ``..`` that
+escapes is refused); paths given on the command line are taken as they are.
+
+Options whose default depends on ``method`` (``repetition``, ``momentum_queue``) are ``None``
+until :meth:`TrainConfig.resolved` fills them in:
+
+=========  ==========  ==============
+method     repetition  momentum_queue
+=========  ==========  ==============
+esimcse    on          on
+simcse     off         off
+=========  ==========  ==============
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import yaml
+
+from esimcse_cli.core.errors import ConfigError
+
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+PRESETS = ("bert-base", "bert-large", "roberta-base", "roberta-large")
+METHODS = ("esimcse", "simcse")
+VARIANTS = ("paper", "official")
+# Training poolers over the hidden states. "cls" = last_hidden[:, 0] (SimCSE's "cls"): with the MLP
+# on, the MLP is used in training only and the exported model pools with "cls_before_pooler".
+TRAIN_POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2")
+SCHEDULERS = ("linear", "constant")
+PATH_KEYS = ("corpus", "dev_data", "output_dir")
+
+
+@dataclass
+class TrainConfig:
+    """Every option of ``esimcse train``. Field names are the YAML keys (``--dup-rate`` -> ``dup_rate``)."""
+
+    # what to train on and where to write
+    corpus: Optional[str] = None
+    output_dir: Optional[str] = None
+    text_column: Optional[str] = None
+    dedupe: bool = False
+    encoding_errors: str = "strict"
+    # model
+    model: str = "default"
+    trust_remote_code: bool = False
+    dropout: Optional[float] = None
+    pooler: str = "cls"
+    mlp: Optional[bool] = None  # None: on for pooler "cls", off otherwise
+    max_length: int = 32
+    # method and ablation switches
+    method: str = "esimcse"
+    repetition: Optional[bool] = None
+    momentum_queue: Optional[bool] = None
+    dup_rate: float = 0.32
+    repetition_variant: str = "paper"
+    momentum: float = 0.995
+    momentum_variant: str = "paper"
+    queue_ratio: float = 2.5
+    queue_size: Optional[int] = None
+    temperature: float = 0.05
+    # optimisation
+    batch_size: int = 64
+    lr: float = 3e-5
+    weight_decay: float = 0.0
+    epochs: int = 1
+    max_steps: Optional[int] = None
+    warmup: int = 0
+    scheduler: str = "linear"
+    grad_accum: int = 1
+    max_grad_norm: Optional[float] = None
+    seed: int = 42
+    bf16: bool = False
+    device: str = "auto"
+    # evaluation, logging, saving
+    dev_data: Optional[str] = None
+    eval_steps: int = 125
+    eval_batch_size: int = 128
+    log_steps: int = 10
+    save_steps: int = 500
+    resume: bool = False
+    overwrite: bool = False
+    preset: Optional[str] = None
+
+    # ------------------------------------------------------------------ derived values
+    def resolved(self) -> "TrainConfig":
+        """A copy with method-dependent defaults filled in (``repetition``, ``momentum_queue``, ``mlp``)."""
+        c = dataclasses.replace(self)
+        if c.repetition is None:
+            c.repetition = c.method == "esimcse"
+        if c.momentum_queue is None:
+            c.momentum_queue = c.method == "esimcse"
+        if c.mlp is None:
+            c.mlp = c.pooler == "cls"
+        return c
+
+    @property
+    def test_pooling(self) -> str:
+        """The pooling of the exported model: SimCSE's ``mlp_only_train`` drops the MLP at test time."""
+        return "cls_before_pooler" if self.pooler == "cls" else self.pooler
+
+    def effective_queue_size(self) -> int:
+        if not (self.momentum_queue if self.momentum_queue is not None else self.method == "esimcse"):
+            return 0
+        if self.queue_size is not None:
+            return int(self.queue_size)
+        return int(round(self.queue_ratio * self.batch_size))
+
+    def validate(self) -> "TrainConfig":
+        """Refuse out-of-range values with a one-line :class:`ConfigError` naming the option."""
+
+        def bad(key: str, what: str) -> None:
+            raise ConfigError(f"--{key.replace('_', '-')}: {what}")
+
+        def choice(key: str, allowed: Tuple[str, ...]) -> None:
+            if getattr(self, key) not in allowed:
+                bad(key, f"{getattr(self, key)!r} is not one of {', '.join(allowed)}")
+
+        choice("method", METHODS)
+        choice("repetition_variant", VARIANTS)
+        choice("momentum_variant", VARIANTS)
+        choice("pooler", TRAIN_POOLERS)
+        choice("scheduler", SCHEDULERS)
+        choice("encoding_errors", ("strict", "replace", "ignore"))
+        if self.preset is not None:
+            choice("preset", PRESETS)
+        if self.batch_size < 2:
+            bad("batch_size", f"must be at least 2 (in-batch negatives), got {self.batch_size}")
+        if not self.lr > 0:
+            bad("lr", f"must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            bad("weight_decay", f"must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.dup_rate <= 1.0:
+            bad("dup_rate", f"must be in [0, 1], got {self.dup_rate}")
+        if not 0.0 <= self.momentum <= 1.0:
+            bad("momentum", f"must be in [0, 1], got {self.momentum}")
+        if self.queue_ratio < 0:
+            bad("queue_ratio", f"must be >= 0, got {self.queue_ratio}")
+        if self.queue_size is not None and self.queue_size < 0:
+            bad("queue_size", f"must be >= 0, got {self.queue_size}")
+        if not self.temperature > 0:
+            bad("temperature", f"must be > 0, got {self.temperature}")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            bad("dropout", f"must be in [0, 1), got {self.dropout}")
+        if self.max_length < 3:
+            bad("max_length", f"must be at least 3 ([CLS] token [SEP]), got {self.max_length}")
+        if self.epochs < 1:
+            bad("epochs", f"must be at least 1, got {self.epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            bad("max_steps", f"must be at least 1, got {self.max_steps}")
+        if self.warmup < 0:
+            bad("warmup", f"must be >= 0 steps, got {self.warmup}")
+        if self.grad_accum < 1:
+            bad("grad_accum", f"must be at least 1, got {self.grad_accum}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            bad("max_grad_norm", f"must be > 0, got {self.max_grad_norm}")
+        for key in ("eval_steps", "log_steps", "save_steps"):
+            if getattr(self, key) < 0:
+                bad(key, f"must be >= 0 (0 = never), got {getattr(self, key)}")
+        if self.eval_batch_size < 1:
+            bad("eval_batch_size", f"must be at least 1, got {self.eval_batch_size}")
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+# ---------------------------------------------------------------------------------- type checks
+def _field_types() -> Dict[str, Tuple[tuple, bool]]:
+    """field name -> (accepted python types, None allowed)."""
+    out: Dict[str, Tuple[tuple, bool]] = {}
+    for f in fields(TrainConfig):
+        t = str(f.type)
+        optional = t.startswith("Optional[")
+        base = t[len("Optional["):-1] if optional else t
+        types = {"str": (str,), "int": (int,), "float": (float, int), "bool": (bool,)}[base]
+        out[f.name] = (types, optional)
+    return out
+
+
+_TYPES = _field_types()
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true/false"}
+
+
+def check_values(values: Mapping[str, Any], source: str) -> Dict[str, Any]:
+    """Check keys and value types of a mapping from ``source`` (a file name or 'command line')."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of option: value, got {type(values).__name__}")
+    out: Dict[str, Any] = {}
+    for key, value in values.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{source}: option names must be strings, got {key!r}")
+        name = key.replace("-", "_")
+        if name not in _TYPES:
+            raise ConfigError(f"{source}: unknown key {key!r}")
+        types, optional = _TYPES[name]
+        if value is None:
+            if not optional:
+                raise ConfigError(f"{source}: {key}: may not be empty")
+        elif isinstance(value, bool) and bool not in types:
+            raise ConfigError(f"{source}: {key}: expected {_TYPE_NAMES[types[0]]}, got {value!r}")
+        elif not isinstance(value, types):
+            raise ConfigError(f"{source}: {key}: expected {_TYPE_NAMES[types[0]]}, got {value!r}")
+        if value is not None and float in types:
+            value = float(value)
+        out[name] = value
+    return out
+
+
+def read_yaml(path: str | os.PathLike) -> Dict[str, Any]:
+    """Read a YAML mapping safely; one-line errors for a missing file, bad YAML or unsafe tags."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+    if data is None:
+        return {}
+    return check_values(data, str(path))
+
+
+def _confine_paths(values: Dict[str, Any], config_path: Path) -> Dict[str, Any]:
+    """Resolve path values of a config file against its folder; refuse those that leave it."""
+    base = config_path.resolve().parent
+    for key in PATH_KEYS:
+        value = values.get(key)
+        if value is None or value == "-":
+            continue
+        p = Path(value)
+        target = (base / p).resolve()
+        if p.is_absolute() or not (target == base or base in target.parents):
+            raise ConfigError(
+                f"{config_path}: {key}: {value!r} leaves the config file's folder; give it on the command line instead"
+            )
+        values[key] = str(target)
+    return values
+
+
+def load_preset(name: str) -> Dict[str, Any]:
+    if name not in PRESETS:
+        raise ConfigError(f"--preset: {name!r} is not one of {', '.join(PRESETS)}")
+    return read_yaml(PRESETS_DIR / f"{name}.yaml")
+
+
+def build_config(
+    cli_values: Optional[Mapping[str, Any]] = None,
+    config_file: Optional[str | os.PathLike] = None,
+) -> TrainConfig:
+    """Merge defaults < preset < config file < command-line values; check types and ranges.
+
+    ``cli_values`` holds only the options the user actually gave (``None`` values are dropped).
+    The preset may be named on the command line or in the config file.
+    """
+    cli = check_values({k: v for k, v in (cli_values or {}).items() if v is not None}, "command line")
+    file_values: Dict[str, Any] = {}
+    if config_file is not None:
+        file_values = read_yaml(config_file)
+        # paths the command line overrides are not checked (so a written train_config.yaml can be reused)
+        confined = {k: v for k, v in file_values.items() if k not in cli}
+        file_values.update(_confine_paths(confined, Path(config_file)))
+    preset = cli.get("preset", file_values.get("preset"))
+    merged: Dict[str, Any] = {}
+    if preset is not None:
+        merged.update(load_preset(preset))
+        merged["preset"] = preset
+    merged.update(file_values)
+    merged.update(cli)
+    return TrainConfig(**merged).validate()
+
+
+def write_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
+    from esimcse_cli.core.atomic import atomic_write_text
+
+    atomic_write_text(path, "# resolved configuration of this run (esimcse train --config reads it back)\n" + cfg.to_yaml())
+
+
+__all__ = [
+    "TrainConfig",
+    "build_config",
+    "read_yaml",
+    "check_values",
+    "load_preset",
+    "write_config",
+    "PRESETS",
+    "METHODS",
+    "VARIANTS",
+    "TRAIN_POOLERS",
+]

