@@ -1,0 +1,101 @@
+"""TrainConfig: YAML loading, precedence, presets, refusals."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from esimcse_cli.core.config import PRESETS, TrainConfig, build_config, load_preset
+from esimcse_cli.core.errors import ConfigError
+
+
+def write(tmp_path, text, name="cfg.yaml"):
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_defaults_match_the_paper():
+    c = TrainConfig().resolved()
+    assert (c.batch_size, c.max_length, c.lr, c.temperature) == (64, 32, 3e-5, 0.05)
+    assert (c.dup_rate, c.momentum, c.queue_ratio) == (0.32, 0.995, 2.5)
+    assert c.repetition and c.momentum_queue and c.mlp
+    assert c.effective_queue_size() == 160
+    assert c.test_pooling == "cls_before_pooler"
+
+
+def test_method_simcse_turns_both_parts_off_and_flags_override():
+    c = build_config({"method": "simcse"}).resolved()
+    assert not c.repetition and not c.momentum_queue and c.effective_queue_size() == 0
+    c = build_config({"method": "simcse", "repetition": True}).resolved()
+    assert c.repetition and not c.momentum_queue
+
+
+def test_unknown_key_is_refused_naming_it(tmp_path):
+    p = write(tmp_path, "batch_size: 8\ndup_ratee: 0.2\n")
+    with pytest.raises(ConfigError, match="dup_ratee"):
+        build_config({}, p)
+
+
+@pytest.mark.parametrize(
+    "text,key",
+    [("batch_size: 8.5\n", "batch_size"), ("lr: fast\n", "lr"), ("dedupe: 3\n", "dedupe"), ("epochs: true\n", "epochs")],
+)
+def test_wrong_type_is_refused(tmp_path, text, key):
+    with pytest.raises(ConfigError, match=key):
+        build_config({}, write(tmp_path, text))
+
+
+def test_python_tag_is_refused(tmp_path):
+    p = write(tmp_path, "model: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        build_config({}, p)
+
+
+@pytest.mark.parametrize(
+    "values,key",
+    [({"dup_rate": 1.5}, "dup-rate"), ({"batch_size": 0}, "batch-size"), ({"queue_size": -1}, "queue-size"),
+     ({"method": "moco"}, "method"), ({"temperature": 0.0}, "temperature")],
+)
+def test_out_of_range_is_refused(values, key):
+    with pytest.raises(ConfigError, match=key):
+        build_config(values)
+
+
+def test_precedence_preset_then_file_then_cli(tmp_path):
+    p = write(tmp_path, "preset: roberta-large\nlr: 2.0e-5\nbatch_size: 32\n")
+    c = build_config({"batch_size": 16}, p)
+    assert c.dup_rate == 0.28 and c.queue_size == 128  # from the preset
+    assert c.lr == 2e-5  # file over preset
+    assert c.batch_size == 16  # command line over file
+
+
+def test_presets_hold_the_paper_values():
+    got = {name: load_preset(name) for name in PRESETS}
+    assert [got[n]["lr"] for n in PRESETS] == [3e-5, 1e-5, 1e-5, 1e-5]
+    assert [got[n]["dup_rate"] for n in PRESETS] == [0.32, 0.32, 0.30, 0.28]
+    assert [got[n]["queue_size"] for n in PRESETS] == [160, 160, 160, 128]
+    assert all(got[n]["dropout"] == 0.1 for n in PRESETS)
+
+
+def test_config_paths_are_confined_to_the_config_folder(tmp_path):
+    (tmp_path / "c.txt").write_text("x\n")
+    c = build_config({}, write(tmp_path, "corpus: c.txt\n"))
+    assert c.corpus == str((tmp_path / "c.txt").resolve())
+    with pytest.raises(ConfigError, match="corpus"):
+        build_config({}, write(tmp_path, "corpus: ../elsewhere.txt\n"))
+    with pytest.raises(ConfigError, match="dev_data"):
+        build_config({}, write(tmp_path, "dev_data: /etc\n"))
+    # the command line may override such a path
+    c = build_config({"corpus": "/tmp/x.txt"}, write(tmp_path, "corpus: /etc/passwd\n"))
+    assert c.corpus == "/tmp/x.txt"
+
+
+def test_written_config_round_trips(tmp_path):
+    c = build_config({"batch_size": 8, "method": "simcse", "max_steps": 3})
+    p = tmp_path / "train_config.yaml"
+    from esimcse_cli.core.config import write_config
+
+    write_config(c, p)
+    assert yaml.safe_load(p.read_text())["batch_size"] == 8
+    assert build_config({}, p) == c
