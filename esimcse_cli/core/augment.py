@@ -1,0 +1,674 @@
+"""Word repetition (ESimCSE) and the random insertion / deletion baselines.
+
+ESimCSE (Wu et al. 2021) builds the positive of a sentence by *repeating* a few of its tokens in place
+(``t -> t t``), so that the positive pair differs in length without changing the meaning. Random
+insertion and random deletion are the baselines the paper argues against; they are here so that the
+comparison can be run.
+
+The same functions serve the ``esimcse augment`` command (over token *strings*, detokenised for display)
+and ``esimcse train`` (over token *ids*, see :func:`repeat_batch` / :func:`augment_batch`).
+
+How many tokens are repeated
+----------------------------
+``N`` is the sentence length in tokens (sub-word pieces at ``--level subword``, whitespace-separated words
+at ``--level word``) and ``r`` the rate (``--dup-rate``, default 0.32, in ``[0, 1]``).
+
+* ``variant="paper"`` (the default), the formula of the paper:
+  ``dup_len ~ Uniform{0, 1, ..., max(2, int(r*N))}`` (both ends inclusive). Because at most ``N`` distinct
+  positions exist, a draw above ``N`` is clipped to ``N``; this only happens for ``N <= 2`` (or ``r`` close
+  to 1, never for ``r <= 0.5`` and ``N >= 3``), where the clipped value gets the extra probability mass.
+  Note that ``max(2, ...)`` means even ``r = 0`` repeats up to two tokens: that is the paper's formula.
+* ``variant="official"``, the released code: ``dup_len = randrange(min(10, int(r*N)))``, i.e. uniform on
+  ``{0, ..., min(10, int(r*N)) - 1}``. It never repeats more than 9 tokens, its upper end is one below the
+  paper's, and short sentences (``int(r*N) <= 1``) get no repetition at all. When ``int(r*N)`` is 0,
+  ``randrange(0)`` would raise; we define it as 0 repeats.
+
+Then ``dup_len`` *distinct* positions are drawn uniformly without replacement, and each chosen token is
+repeated once in place. Every other token is kept, in order: removing one copy of each repeated token
+gives back the original sequence.
+
+Insertion and deletion use the same count formula (the same ``variant`` and rate) and the same uniform choice
+of distinct positions, so the three methods differ only in what they do at the chosen positions:
+
+* insertion puts one new token right *after* each chosen token (what repetition does with a copy);
+  the new token comes from ``insert(rng)`` (a random vocabulary token, a stop word, or the mask token);
+* deletion removes the chosen tokens, but never all of them: the count is clipped to ``N - 1``.
+
+Randomness
+----------
+Every function takes ``rng``: a :class:`random.Random`, an ``int`` seed, ``None`` (a fresh unseeded
+generator), or a :class:`torch.Generator` (wrapped so that draws come from ``torch.randint`` /
+``torch.randperm``). With a seeded generator the output is fully reproducible: nothing depends on hash
+seeds or set iteration order.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+
+from esimcse_cli.core.errors import ConfigError, InputError, ModelLoadError
+
+T = TypeVar("T")
+
+METHODS = ("repetition", "insertion", "deletion")
+VARIANTS = ("paper", "official")
+LEVELS = ("subword", "word")
+INSERT_TOKENS = ("random", "stopword", "mask")
+DEFAULT_DUP_RATE = 0.32
+OFFICIAL_MAX_REPEATS = 10
+
+# A small built-in list of common English function words, written for this project.
+STOPWORDS: Tuple[str, ...] = (
+    "a", "about", "after", "all", "also", "an", "and", "any", "are", "as", "at", "be", "because", "been",
+    "before", "but", "by", "can", "could", "did", "do", "does", "for", "from", "had", "has", "have", "he",
+    "her", "here", "him", "his", "how", "i", "if", "in", "into", "is", "it", "its", "just", "me", "more",
+    "most", "my", "no", "not", "now", "of", "on", "only", "or", "other", "our", "out", "over", "she", "so",
+    "some", "such", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this",
+    "those", "to", "too", "under", "up", "very", "was", "we", "were", "what", "when", "where", "which",
+    "while", "who", "why", "will", "with", "would", "you", "your",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Random number generators
+# ---------------------------------------------------------------------------------------------
+class TorchRandom:
+    """The subset of :class:`random.Random` used here, drawing from a :class:`torch.Generator`."""
+
+    def __init__(self, generator):
+        self.generator = generator
+
+    def _below(self, n: int) -> int:
+        import torch
+
+        return int(torch.randint(0, n, (1,), generator=self.generator).item())
+
+    def randrange(self, n: int) -> int:
+        if n <= 0:
+            raise ValueError("empty range for randrange()")
+        return self._below(n)
+
+    def randint(self, a: int, b: int) -> int:
+        if b < a:
+            raise ValueError("empty range for randint()")
+        return a + self._below(b - a + 1)
+
+    def random(self) -> float:
+        import torch
+
+        return float(torch.rand(1, generator=self.generator).item())
+
+    def choice(self, seq: Sequence[T]) -> T:
+        if not len(seq):
+            raise IndexError("cannot choose from an empty sequence")
+        return seq[self._below(len(seq))]
+
+    def sample(self, population: Sequence[T], k: int) -> List[T]:
+        import torch
+
+        n = len(population)
+        if not 0 <= k <= n:
+            raise ValueError("sample larger than population or is negative")
+        if k == 0:
+            return []
+        idx = torch.randperm(n, generator=self.generator)[:k].tolist()
+        return [population[i] for i in idx]
+
+
+def as_rng(rng: Any = None):
+    """Normalise ``rng`` (Random, int seed, None, torch.Generator) to an object with Random's methods."""
+    if rng is None:
+        return random.Random()
+    if isinstance(rng, (random.Random, TorchRandom)):
+        return rng
+    if isinstance(rng, bool):
+        raise TypeError("rng must be a random.Random, an int seed, a torch.Generator or None")
+    if isinstance(rng, numbers.Integral):
+        return random.Random(int(rng))
+    if type(rng).__name__ == "Generator" and hasattr(rng, "manual_seed"):
+        return TorchRandom(rng)
+    raise TypeError(f"rng must be a random.Random, an int seed, a torch.Generator or None, not {type(rng).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------
+def check_rate(rate: float, name: str = "--dup-rate") -> float:
+    """Return ``rate`` as a float in [0, 1], or raise a one-line :class:`ConfigError`."""
+    try:
+        value = float(rate)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number in [0, 1], got {rate!r}") from None
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be in [0, 1], got {rate}")
+    return value
+
+
+def _check_choice(value: str, choices: Sequence[str], name: str) -> str:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# How many
+# ---------------------------------------------------------------------------------------------
+def _raw_upper(n: int, dup_rate: float, variant: str) -> int:
+    """Upper end (inclusive) of the formula's draw, before clipping to ``n``; -1 for an empty draw."""
+    if variant == "paper":
+        return max(2, int(dup_rate * n))
+    if variant == "official":
+        return min(OFFICIAL_MAX_REPEATS, int(dup_rate * n)) - 1
+    raise ConfigError(f"--variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
+
+
+def repeat_support(n: int, dup_rate: float = DEFAULT_DUP_RATE, variant: str = "paper") -> range:
+    """The values :func:`repeat_count` can return for a sentence of ``n`` tokens."""
+    if n <= 0:
+        return range(0, 1)
+    hi = _raw_upper(n, dup_rate, variant)
+    return range(0, max(0, min(hi, n)) + 1)
+
+
+def repeat_count(n: int, dup_rate: float = DEFAULT_DUP_RATE, variant: str = "paper", rng: Any = None) -> int:
+    """Draw how many tokens of an ``n``-token sentence to repeat (see the module docstring).
+
+    ``paper``: ``randint(0, max(2, int(dup_rate*n)))`` clipped to ``n``.
+    ``official``: ``randrange(min(10, int(dup_rate*n)))``, and 0 when that range is empty.
+    """
+    rng = as_rng(rng)
+    if n <= 0:
+        # Still validate the variant so that a typo fails on the first (possibly empty) line.
+        _raw_upper(0, dup_rate, variant)
+        return 0
+    if variant == "paper":
+        k = rng.randint(0, max(2, int(dup_rate * n)))
+    elif variant == "official":
+        m = min(OFFICIAL_MAX_REPEATS, int(dup_rate * n))
+        k = rng.randrange(m) if m > 0 else 0
+    else:
+        raise ConfigError(f"--variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
+    return min(k, n)
+
+
+def _choose_positions(n: int, k: int, rng) -> List[int]:
+    if k <= 0 or n <= 0:
+        return []
+    return sorted(rng.sample(range(n), k))
+
+
+def word_repetition_positions(
+    n: int, dup_rate: float = DEFAULT_DUP_RATE, variant: str = "paper", rng: Any = None
+) -> List[int]:
+    """Sorted distinct indices (into a sequence of ``n`` tokens) whose tokens get repeated."""
+    rng = as_rng(rng)
+    return _choose_positions(n, repeat_count(n, dup_rate, variant, rng), rng)
+
+
+# ---------------------------------------------------------------------------------------------
+# What to do at the chosen positions
+# ---------------------------------------------------------------------------------------------
+def apply_repetition(tokens: Sequence[T], positions: Sequence[int]) -> List[T]:
+    """Repeat ``tokens[p]`` once in place for each ``p`` in sorted ``positions``."""
+    out: List[T] = []
+    j, m = 0, len(positions)
+    for i, tok in enumerate(tokens):
+        out.append(tok)
+        if j < m and positions[j] == i:
+            out.append(tok)
+            j += 1
+    return out
+
+
+def apply_insertion(tokens: Sequence[T], positions: Sequence[int], new_tokens: Sequence[T]) -> List[T]:
+    """Insert ``new_tokens[j]`` right after ``tokens[positions[j]]`` (positions sorted)."""
+    out: List[T] = []
+    j, m = 0, len(positions)
+    for i, tok in enumerate(tokens):
+        out.append(tok)
+        if j < m and positions[j] == i:
+            out.append(new_tokens[j])
+            j += 1
+    return out
+
+
+def apply_deletion(tokens: Sequence[T], positions: Sequence[int]) -> List[T]:
+    """Drop the tokens at ``positions``."""
+    drop = set(positions)
+    return [tok for i, tok in enumerate(tokens) if i not in drop]
+
+
+def added_marks(n_in: int, positions: Sequence[int]) -> List[bool]:
+    """For repetition/insertion output of length ``n_in + len(positions)``: True where a token was added."""
+    marks = [False] * (n_in + len(positions))
+    for j, p in enumerate(positions):
+        marks[p + j + 1] = True
+    return marks
+
+
+def word_repetition(
+    tokens: Sequence[T],
+    dup_rate: float = DEFAULT_DUP_RATE,
+    variant: str = "paper",
+    rng: Any = None,
+    return_positions: bool = False,
+):
+    """ESimCSE word repetition of a token sequence (ids or strings).
+
+    Returns the new list, or ``(new_list, positions)`` with ``return_positions=True`` where
+    ``positions`` are the sorted indices of ``tokens`` that were repeated.
+    """
+    positions = word_repetition_positions(len(tokens), dup_rate, variant, rng)
+    out = apply_repetition(tokens, positions)
+    return (out, positions) if return_positions else out
+
+
+def random_insertion(
+    tokens: Sequence[T],
+    rate: float = DEFAULT_DUP_RATE,
+    insert: Optional[Callable[[Any], T]] = None,
+    rng: Any = None,
+    variant: str = "paper",
+    return_positions: bool = False,
+):
+    """Insert ``repeat_count(len(tokens), rate, variant)`` new tokens, each right after a distinct random token.
+
+    ``insert(rng)`` returns one new token (it receives the generator, a ``random.Random`` or
+    :class:`TorchRandom`). With ``return_positions`` also returns the chosen source positions; the
+    inserted tokens sit at ``p + j + 1`` in the output (see :func:`added_marks`).
+    """
+    if insert is None:
+        raise ValueError("random_insertion needs insert=callable(rng) -> token")
+    rng = as_rng(rng)
+    positions = word_repetition_positions(len(tokens), rate, variant, rng)
+    new = [insert(rng) for _ in positions]
+    out = apply_insertion(tokens, positions, new)
+    return (out, positions) if return_positions else out
+
+
+def random_deletion(
+    tokens: Sequence[T],
+    rate: float = DEFAULT_DUP_RATE,
+    rng: Any = None,
+    variant: str = "paper",
+    return_positions: bool = False,
+):
+    """Delete ``min(repeat_count(len(tokens), rate, variant), len(tokens) - 1)`` distinct random tokens.
+
+    At least one token always survives (an empty input stays empty).
+    """
+    rng = as_rng(rng)
+    n = len(tokens)
+    k = min(repeat_count(n, rate, variant, rng), max(0, n - 1))
+    positions = _choose_positions(n, k, rng)
+    out = apply_deletion(tokens, positions)
+    return (out, positions) if return_positions else out
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches of token ids (training)
+# ---------------------------------------------------------------------------------------------
+def augment_batch(
+    id_lists: Sequence[Sequence[int]],
+    method: str = "repetition",
+    rate: float = DEFAULT_DUP_RATE,
+    variant: str = "paper",
+    rng: Any = None,
+    special_ids: Optional[Iterable[int]] = None,
+    insert: Optional[Callable[[Any], int]] = None,
+) -> List[List[int]]:
+    """Augment each id list of a batch independently with one generator, in batch order.
+
+    ``special_ids`` (e.g. ``{cls_id, sep_id, pad_id}``): tokens with these ids are never chosen and do
+    not count in ``N``, so ``[CLS] a b c [SEP]`` has ``N = 3`` and keeps its ``[CLS]``/``[SEP]`` as they are.
+    Without ``special_ids`` every position counts. Padding should be stripped before the call; the result
+    is longer (repetition, insertion) or shorter (deletion) and the caller re-pads / truncates.
+    """
+    _check_choice(method, METHODS, "method")
+    rng = as_rng(rng)
+    if method == "insertion" and insert is None:
+        raise ValueError("augment_batch(method='insertion') needs insert=callable(rng) -> id")
+    specials = frozenset(int(i) for i in special_ids) if special_ids is not None else None
+    out: List[List[int]] = []
+    for ids in id_lists:
+        ids = list(ids)
+        if specials is None:
+            eligible = None
+            n = len(ids)
+        else:
+            eligible = [i for i, t in enumerate(ids) if t not in specials]
+            n = len(eligible)
+        k = repeat_count(n, rate, variant, rng)
+        if method == "deletion":
+            k = min(k, max(0, n - 1))
+        chosen = _choose_positions(n, k, rng)
+        if eligible is not None:
+            chosen = [eligible[c] for c in chosen]
+        if method == "repetition":
+            out.append(apply_repetition(ids, chosen))
+        elif method == "insertion":
+            out.append(apply_insertion(ids, chosen, [insert(rng) for _ in chosen]))
+        else:
+            out.append(apply_deletion(ids, chosen))
+    return out
+
+
+def repeat_batch(
+    id_lists: Sequence[Sequence[int]],
+    dup_rate: float = DEFAULT_DUP_RATE,
+    variant: str = "paper",
+    rng: Any = None,
+    special_ids: Optional[Iterable[int]] = None,
+) -> List[List[int]]:
+    """ESimCSE word repetition over a batch of token-id lists (see :func:`augment_batch`)."""
+    return augment_batch(id_lists, "repetition", dup_rate, variant, rng, special_ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# What insertion inserts
+# ---------------------------------------------------------------------------------------------
+def _is_bracketed(tok: str) -> bool:
+    return (tok.startswith("[") and tok.endswith("]")) or (tok.startswith("<") and tok.endswith(">"))
+
+
+def insertion_vocab(tokenizer, level: str = "subword", as_ids: bool = False) -> list:
+    """Candidate tokens for ``--insert-token random``, in vocabulary-id order (deterministic).
+
+    Sub-word level: every vocabulary entry except special tokens, bracketed entries such as ``[unused0]``
+    or ``<s>``, and WordPiece continuation pieces (``##...``). Word level: of those, only alphabetic
+    entries (stripped of a leading ``▁``/``Ġ`` word marker), so that a whole word is inserted.
+    """
+    vocab = tokenizer.get_vocab()
+    specials = set(getattr(tokenizer, "all_special_tokens", []) or [])
+    items = sorted(vocab.items(), key=lambda kv: (kv[1], kv[0]))
+    out = []
+    for tok, idx in items:
+        if tok in specials or tok.startswith("##") or _is_bracketed(tok) or not tok.strip():
+            continue
+        if level == "word":
+            word = tok.lstrip("\u2581\u0120")
+            if not word.isalpha():
+                continue
+            out.append(idx if as_ids else word)
+        else:
+            out.append(idx if as_ids else tok)
+    return out
+
+
+def make_inserter(insert_token: str, tokenizer=None, level: str = "subword", as_ids: bool = False) -> Callable[[Any], Any]:
+    """Return ``insert(rng) -> token`` for ``--insert-token random|stopword|mask``.
+
+    ``stopword`` draws from :data:`STOPWORDS`; at sub-word level only the stop words that are a single
+    vocabulary token are used. ``mask`` is ``tokenizer.mask_token`` (``[MASK]`` at word level without a tokenizer).
+    """
+    _check_choice(insert_token, INSERT_TOKENS, "--insert-token")
+    need_tok = as_ids or level == "subword" or insert_token == "random"
+    if need_tok and tokenizer is None:
+        raise ConfigError(f"--insert-token {insert_token} at {level} level needs a tokenizer")
+    if insert_token == "mask":
+        tok = getattr(tokenizer, "mask_token", None) if tokenizer is not None else "[MASK]"
+        if tok is None:
+            raise ConfigError("--insert-token mask: this tokenizer has no mask token")
+        value = tokenizer.convert_tokens_to_ids(tok) if as_ids else tok
+        return lambda rng: value
+    if insert_token == "stopword":
+        if level == "word" and not as_ids:
+            pool: list = list(STOPWORDS)
+        else:
+            vocab = tokenizer.get_vocab()
+            pool = []
+            for word in STOPWORDS:
+                pieces = tokenizer.tokenize(word)
+                if len(pieces) == 1 and pieces[0] in vocab:
+                    pool.append(vocab[pieces[0]] if as_ids else pieces[0])
+            if not pool:
+                raise ConfigError("--insert-token stopword: no stop word is a single token of this tokenizer")
+    else:
+        pool = insertion_vocab(tokenizer, "subword" if as_ids else level, as_ids=as_ids)
+        if not pool:
+            raise ConfigError("--insert-token random: the tokenizer vocabulary has no usable tokens")
+    return lambda rng: rng.choice(pool)
+
+
+# ---------------------------------------------------------------------------------------------
+# Text level
+# ---------------------------------------------------------------------------------------------
+def load_tokenizer(spec: Optional[str] = None, trust_remote_code: bool = False):
+    """Load only the tokenizer of ``--model`` (default: the bundled model)."""
+    from esimcse_cli.core.models import read_model_record, resolve_model_path
+
+    where, kind = resolve_model_path(spec)
+    load_from = where
+    if kind != "hub":
+        record = read_model_record(where)
+        if record.transformer_dir is not None:
+            load_from = str(record.transformer_dir)
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(load_from, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # OSError, ValueError, tokenizer parse errors...
+        if kind == "hub":
+            raise ModelLoadError(
+                f"cannot load tokenizer '{spec}': not a local folder and the Hugging Face hub did not provide it "
+                "(offline, or a wrong name?); pass a local folder or 'default'"
+            ) from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{load_from}: cannot load tokenizer: {first}") from exc
+
+
+@dataclass
+class AugmentRecord:
+    """One augmented line, with the token-level detail the ``--show`` table highlights."""
+
+    original: str
+    augmented: str
+    tokens: List[str] = field(default_factory=list)       # the original's tokens
+    removed: List[bool] = field(default_factory=list)     # per original token: deleted (deletion only)
+    new_tokens: List[str] = field(default_factory=list)   # the augmented tokens
+    added: List[bool] = field(default_factory=list)       # per augmented token: a copy / an inserted token
+
+    @property
+    def n_changed(self) -> int:
+        return sum(self.added) + sum(self.removed)
+
+
+def _one_line(text: str) -> str:
+    if "\n" in text or "\r" in text:
+        text = text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    return text
+
+
+class Augmenter:
+    """Text-level augmentation with one seeded generator; see :func:`augment_texts`."""
+
+    def __init__(
+        self,
+        tokenizer=None,
+        method: str = "repetition",
+        level: str = "subword",
+        dup_rate: float = DEFAULT_DUP_RATE,
+        variant: str = "paper",
+        insert_token: str = "random",
+        seed: Any = None,
+    ):
+        self.method = _check_choice(method, METHODS, "--method")
+        self.level = _check_choice(level, LEVELS, "--level")
+        self.variant = _check_choice(variant, VARIANTS, "--variant")
+        self.insert_token = _check_choice(insert_token, INSERT_TOKENS, "--insert-token")
+        self.dup_rate = check_rate(dup_rate)
+        if level == "subword" and tokenizer is None:
+            raise ConfigError("--level subword needs a tokenizer (or use --level word)")
+        self.tokenizer = tokenizer
+        self.rng = as_rng(seed)
+        self.insert = make_inserter(insert_token, tokenizer, level) if method == "insertion" else None
+
+    def tokenize(self, text: str) -> List[str]:
+        if self.level == "word":
+            return text.split()
+        return list(self.tokenizer.tokenize(text))
+
+    def detokenize(self, tokens: Sequence[str]) -> str:
+        if self.level == "word":
+            return " ".join(tokens)
+        if not tokens:
+            return ""
+        return self.tokenizer.convert_tokens_to_string(list(tokens))
+
+    def record(self, text: str) -> AugmentRecord:
+        text = text.rstrip("\r\n")
+        if not text.strip():
+            return AugmentRecord(original=text, augmented="")
+        toks = self.tokenize(text)
+        n = len(toks)
+        removed = [False] * n
+        if self.method == "repetition":
+            new, pos = word_repetition(toks, self.dup_rate, self.variant, self.rng, return_positions=True)
+            added = added_marks(n, pos)
+        elif self.method == "insertion":
+            new, pos = random_insertion(toks, self.dup_rate, self.insert, self.rng, self.variant, return_positions=True)
+            added = added_marks(n, pos)
+        else:
+            new, pos = random_deletion(toks, self.dup_rate, self.rng, self.variant, return_positions=True)
+            added = [False] * len(new)
+            for p in pos:
+                removed[p] = True
+        return AugmentRecord(text, _one_line(self.detokenize(new)), toks, removed, new, added)
+
+    def records(self, texts: Iterable[str], progress: Optional[Callable[[int], None]] = None) -> Iterator[AugmentRecord]:
+        pending = 0
+        for text in texts:
+            yield self.record(text)
+            if progress is not None:
+                pending += 1
+                if pending >= 256:
+                    progress(pending)
+                    pending = 0
+        if progress is not None and pending:
+            progress(pending)
+
+    def display_segments(self, tokens: Sequence[str], marks: Sequence[bool]) -> List[Tuple[str, bool]]:
+        """Split the detokenised text of ``tokens`` into ``(text, marked)`` runs, for highlighting.
+
+        Works by detokenising growing prefixes; where a tokenizer's output is not prefix-stable it falls
+        back to the tokens joined by spaces. Quadratic in the length: meant for the few lines ``--show`` prints.
+        """
+        if self.level == "word":
+            segs: List[Tuple[str, bool]] = []
+            for i, (tok, mark) in enumerate(zip(tokens, marks)):
+                segs.append(((" " if i else "") + tok, bool(mark)))
+            return _merge(segs)
+        prev = ""
+        segs = []
+        for i, mark in enumerate(marks):
+            cur = self.detokenize(tokens[: i + 1])
+            if not cur.startswith(prev):
+                return _merge([((" " if j else "") + t, bool(m)) for j, (t, m) in enumerate(zip(tokens, marks))])
+            piece = cur[len(prev):]
+            if mark and piece.startswith(" "):
+                segs.append((" ", False))
+                piece = piece[1:]
+            segs.append((piece, bool(mark)))
+            prev = cur
+        return _merge(segs)
+
+
+def _merge(segs: List[Tuple[str, bool]]) -> List[Tuple[str, bool]]:
+    out: List[Tuple[str, bool]] = []
+    for text, mark in segs:
+        if out and out[-1][1] == mark:
+            out[-1] = (out[-1][0] + text, mark)
+        elif text:
+            out.append((text, mark))
+    return out
+
+
+def augment_texts(
+    texts: Iterable[str],
+    tokenizer=None,
+    method: str = "repetition",
+    level: str = "subword",
+    dup_rate: float = DEFAULT_DUP_RATE,
+    variant: str = "paper",
+    insert_token: str = "random",
+    seed: Any = None,
+    progress: Optional[Callable[[int], None]] = None,
+) -> Iterator[str]:
+    """Stream one augmented line per input text (a blank line gives a blank line).
+
+    Sub-word level tokenises with ``tokenizer.tokenize`` and detokenises with
+    ``convert_tokens_to_string`` (an uncased tokenizer therefore lower-cases the text); word level splits
+    on whitespace and joins with single spaces. One generator seeded with ``seed`` runs through the stream
+    in order, so the same seed and input give the same output on every run.
+    """
+    aug = Augmenter(tokenizer, method, level, dup_rate, variant, insert_token, seed)
+    for rec in aug.records(texts, progress):
+        yield rec.augmented
+
+
+# ---------------------------------------------------------------------------------------------
+# Input
+# ---------------------------------------------------------------------------------------------
+def read_lines(source: str | os.PathLike, stdin=None) -> Iterator[str]:
+    """Stream the lines of a UTF-8 file (``-`` = stdin) without their line ends.
+
+    A line that is not valid UTF-8 raises :class:`InputError` naming ``file:line``.
+    """
+    name = str(source)
+    if name == "-":
+        import sys
+
+        stream = stdin if stdin is not None else sys.stdin
+        buf = getattr(stream, "buffer", None)
+        if buf is None:  # a text stream (e.g. io.StringIO in tests)
+            for line in stream:
+                yield line.rstrip("\r\n")
+            return
+        yield from _decode_lines(buf, "<stdin>")
+        return
+    path = Path(name)
+    if not path.exists():
+        raise InputError(f"{name}: no such file")
+    if path.is_dir():
+        raise InputError(f"{name}: is a folder, expected a text file")
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    with fh:
+        yield from _decode_lines(fh, name)
+
+
+def _decode_lines(fh, name: str) -> Iterator[str]:
+    for lineno, raw in enumerate(fh, 1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{name}:{lineno}: not valid UTF-8 text") from None
+        if lineno == 1 and text.startswith("\ufeff"):
+            text = text[1:]
+        yield text.rstrip("\r\n")
+
+
+def count_lines(path: str | os.PathLike) -> Optional[int]:
+    """Number of lines of a file (cheap, binary), or None for stdin / unreadable."""
+    if str(path) == "-":
+        return None
+    try:
+        n, last = 0, b"\n"
+        with open(path, "rb") as fh:
+            while True:
+                chunk = fh.read(1 << 20)
+                if not chunk:
+                    break
+                n += chunk.count(b"\n")
+                last = chunk[-1:]
+        return n + (0 if last == b"\n" else 1)
+    except OSError:
+        return None
