@@ -59,7 +59,7 @@ def setup_logging(debug: bool = False) -> None:
 
 @contextmanager
 def progress_bar(total: int | None, description: str, unit: str = "sent", extra: str | None = None) -> Iterator[Callable[..., None]]:
-    """A Rich progress bar on stderr. Yields ``advance(n=1, **fields)``.
+    """A Rich progress bar on stderr. Yields ``advance(n=1, total=None, **fields)``.
 
     ``extra`` is a format string over the task's fields (e.g. ``"loss {task.fields[loss]}"``).
     """
@@ -74,13 +74,22 @@ def progress_bar(total: int | None, description: str, unit: str = "sent", extra:
     ]
     if extra:
         columns.insert(4, TextColumn(extra))
-    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal and total is None) as prog:
-        task = prog.add_task(description, total=total)
+    with Progress(*columns, console=console, transient=False) as prog:
+        task = prog.add_task(description, total=total, **_initial_fields(extra))
 
-        def advance(n: int = 1, **fields) -> None:
+        def advance(n: int = 1, total: int | None = None, **fields) -> None:
+            if total is not None:
+                fields["total"] = total
             prog.update(task, advance=n, **fields)
 
         yield advance
+
+
+def _initial_fields(extra: str | None) -> dict:
+    """Placeholder values for the ``{task.fields[...]}`` names an ``extra`` column uses."""
+    import re
+
+    return {name: "-" for name in re.findall(r"task\.fields\[['\"]?(\w+)", extra or "")}
 
 
 def warn(message: str) -> None:

@@ -1,0 +1,182 @@
+"""Stream texts from files without holding them all in memory.
+
+Formats, by suffix:
+
+* anything else (``.txt``, no suffix, ``-`` for stdin): one text per line. Lines are split on ``\\n``
+  only (a trailing ``\\r`` is dropped), so row *i* of every output is line *i* of the input, as ``sed -n``
+  counts them. A blank line is an empty text.
+* ``.csv``, ``.tsv``, ``.jsonl``/``.ndjson``, ``.parquet``: read in chunks with pandas (parquet through
+  pyarrow) from ``text_column`` (default: a column named ``text``, or the only column).
+
+Text must be UTF-8. ``encoding_errors="replace"`` (CLI ``--encoding-errors replace``) turns undecodable
+bytes into U+FFFD instead of stopping with ``file:line: not valid UTF-8``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from esimcse_cli.core.errors import InputError
+
+TABULAR = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+ENCODING_ERRORS = ("strict", "replace", "ignore")
+_CHUNK_ROWS = 50_000
+
+
+def input_format(path: str | os.PathLike) -> str:
+    return TABULAR.get(Path(str(path)).suffix.lower(), "txt")
+
+
+def check_input(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, expected a file")
+    if not os.access(p, os.R_OK):
+        raise InputError(f"{p}: not readable")
+    return p
+
+
+@contextmanager
+def materialize(path: str | os.PathLike | None) -> Iterator[Path]:
+    """Yield a real file path; ``-``/``None`` spools stdin to a temporary file (on disk, not in memory)."""
+    if path is None or str(path) == "-":
+        fd, tmp = tempfile.mkstemp(prefix="esimcse-stdin-", suffix=".txt")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                shutil.copyfileobj(sys.stdin.buffer, f, length=1 << 20)
+            yield Path(tmp)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    else:
+        yield check_input(path)
+
+
+def _decode(raw: bytes, where: str, lineno: int, errors: str) -> str:
+    if raw.endswith(b"\n"):
+        raw = raw[:-1]
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    try:
+        return raw.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{where}:{lineno}: not valid UTF-8 at byte {exc.start} (use --encoding-errors replace to continue)") from None
+
+
+def iter_lines(path: str | os.PathLike, encoding_errors: str = "strict", display: str | None = None) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` for each line of a text file (1-based)."""
+    if encoding_errors not in ENCODING_ERRORS:
+        raise InputError(f"--encoding-errors must be one of {', '.join(ENCODING_ERRORS)}, got '{encoding_errors}'")
+    where = display or str(path)
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            text = _decode(raw, where, lineno, encoding_errors)
+            if lineno == 1 and text.startswith("\ufeff"):
+                text = text[1:]
+            yield lineno, text
+
+
+def count_lines(path: str | os.PathLike) -> int:
+    """Number of lines as :func:`iter_lines` yields them (a last line without ``\\n`` counts)."""
+    n = 0
+    last = b"\n"
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            n += block.count(b"\n")
+            last = block[-1:]
+    return n + (0 if last == b"\n" else 1)
+
+
+def _pick_column(columns: list[str], text_column: str | None, where: str) -> str:
+    if text_column is not None:
+        if text_column not in columns:
+            raise InputError(f"{where}: no column '{text_column}' (columns: {', '.join(map(str, columns))})")
+        return text_column
+    if "text" in columns:
+        return "text"
+    if len(columns) == 1:
+        return columns[0]
+    raise InputError(f"{where}: several columns ({', '.join(map(str, columns))}); choose one with --text-column")
+
+
+def _frames(path: Path, fmt: str, encoding_errors: str):
+    import pandas as pd
+
+    where = str(path)
+    try:
+        if fmt in ("csv", "tsv"):
+            reader = pd.read_csv(
+                path,
+                sep="," if fmt == "csv" else "\t",
+                dtype=str,
+                keep_default_na=False,
+                chunksize=_CHUNK_ROWS,
+                encoding="utf-8",
+                encoding_errors=encoding_errors,
+                quoting=0 if fmt == "csv" else 3,  # QUOTE_MINIMAL for csv, QUOTE_NONE for tsv
+            )
+            yield from reader
+        elif fmt == "jsonl":
+            yield from pd.read_json(path, lines=True, chunksize=_CHUNK_ROWS, dtype=False, encoding="utf-8", encoding_errors=encoding_errors)
+        elif fmt == "parquet":
+            try:
+                import pyarrow.parquet as pq
+            except ImportError:
+                raise InputError(f"{where}: reading parquet needs pyarrow (pip install 'esimcse-cli[parquet]')") from None
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=_CHUNK_ROWS):
+                yield batch.to_pandas()
+    except InputError:
+        raise
+    except UnicodeDecodeError:
+        raise InputError(f"{where}: not valid UTF-8 (use --encoding-errors replace to continue)") from None
+    except Exception as exc:  # pandas/pyarrow parse errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{where}: cannot read as {fmt}: {first}") from None
+
+
+def iter_texts(
+    path: str | os.PathLike,
+    text_column: str | None = None,
+    encoding_errors: str = "strict",
+    display: str | None = None,
+) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_or_row_number, text)`` from any supported format (row numbers count the header for csv/tsv)."""
+    path = Path(path)
+    fmt = input_format(path)
+    if fmt == "txt":
+        if text_column is not None:
+            raise InputError(f"{display or path}: --text-column applies to csv, tsv, jsonl and parquet files, not plain text")
+        yield from iter_lines(path, encoding_errors, display)
+        return
+    first_row = 2 if fmt in ("csv", "tsv") else 1
+    row = first_row
+    column = None
+    for frame in _frames(path, fmt, encoding_errors):
+        if column is None:
+            column = _pick_column([str(c) for c in frame.columns], text_column, display or str(path))
+        for value in frame[column].tolist():
+            yield row, "" if value is None or (isinstance(value, float) and value != value) else str(value)
+            row += 1
+
+
+def count_texts(path: str | os.PathLike, text_column: str | None = None, encoding_errors: str = "strict") -> int:
+    fmt = input_format(path)
+    if fmt == "txt":
+        return count_lines(path)
+    if fmt == "parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        except ImportError:
+            raise InputError(f"{path}: reading parquet needs pyarrow (pip install 'esimcse-cli[parquet]')") from None
+        except Exception as exc:
+            raise InputError(f"{path}: cannot read as parquet: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    return sum(1 for _ in iter_texts(path, text_column, encoding_errors))

@@ -1,0 +1,112 @@
+"""``encode`` as a function: a text file (or stdin) in, a ``.npy`` of sentence vectors out.
+
+Memory stays bounded: texts are streamed in chunks, vectors go into a memory-mapped ``.npy`` beside
+the target, and that file is renamed into place only when complete (``-`` streams the finished
+file to stdout). An interrupted run leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from esimcse_cli.core import corpus
+from esimcse_cli.core.atomic import atomic_path, check_output_path
+from esimcse_cli.core.encoder import SentenceEncoder
+from esimcse_cli.core.errors import InputError
+
+log = logging.getLogger("esimcse")
+
+DTYPES = {"float32": np.float32, "float16": np.float16}
+LONG_LINE_BYTES = 1 << 20
+
+
+@dataclass
+class EncodeStats:
+    rows: int = 0
+    dim: int = 0
+    blank: int = 0
+    long_lines: list[int] = field(default_factory=list)
+    output: str = ""
+
+
+def _watch(texts: Iterator[tuple[int, str]], stats: EncodeStats) -> Iterator[str]:
+    for lineno, text in texts:
+        if not text.strip():
+            stats.blank += 1
+        elif len(text) > LONG_LINE_BYTES:
+            stats.long_lines.append(lineno)
+        yield text
+
+
+def encode_file(
+    encoder: SentenceEncoder,
+    source: str | os.PathLike | None,
+    output: str | os.PathLike,
+    *,
+    text_column: str | None = None,
+    batch_size: int = 64,
+    normalize: bool = True,
+    dtype: str = "float32",
+    encoding_errors: str = "strict",
+    chunk_size: int = 16384,
+    progress_start: Callable[[int], Callable[[int], None]] | None = None,
+) -> EncodeStats:
+    """Encode every text of ``source`` (path, or ``-``/``None`` for stdin) into ``output`` (path, or ``-`` for stdout).
+
+    ``progress_start(total)`` is called once with the row count and returns the per-batch ``advance`` callback.
+    """
+    if dtype not in DTYPES:
+        raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+    if batch_size <= 0:
+        raise InputError(f"--batch-size must be positive, got {batch_size}")
+    to_stdout = str(output) == "-"
+    if not to_stdout:
+        out_path = check_output_path(output)
+        if out_path.suffix != ".npy":
+            log.warning("%s does not end in .npy; writing NumPy .npy format anyway", out_path)
+    display = "<stdin>" if source is None or str(source) == "-" else str(source)
+    stats = EncodeStats(dim=encoder.dim, output=str(output))
+    with corpus.materialize(source) as path:
+        n = corpus.count_texts(path, text_column, encoding_errors)
+        stats.rows = n
+        advance = progress_start(n) if progress_start else None
+        texts = _watch(corpus.iter_texts(path, text_column, encoding_errors, display=display), stats)
+        if to_stdout:
+            fd, tmp = tempfile.mkstemp(prefix="esimcse-", suffix=".npy")
+            os.close(fd)
+            try:
+                _write_npy(encoder, texts, Path(tmp), n, batch_size, normalize, DTYPES[dtype], chunk_size, advance)
+                with open(tmp, "rb") as f:
+                    shutil.copyfileobj(f, sys.stdout.buffer, length=1 << 20)
+                sys.stdout.buffer.flush()
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+        else:
+            with atomic_path(out_path, suffix=".npy") as tmp:
+                _write_npy(encoder, texts, tmp, n, batch_size, normalize, DTYPES[dtype], chunk_size, advance)
+    if stats.blank:
+        log.warning("%s: %d blank line(s); each still gets a row (the vector of an empty text)", display, stats.blank)
+    if stats.long_lines:
+        log.warning(
+            "%s: %d line(s) over 1 MB (first: line %d) were truncated to %d tokens",
+            display, len(stats.long_lines), stats.long_lines[0], encoder.max_length,
+        )
+    return stats
+
+
+def _write_npy(encoder, texts, path: Path, n: int, batch_size, normalize, dtype, chunk_size, advance) -> None:
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n, encoder.dim))
+    written = encoder.encode_stream(texts, arr, batch_size=batch_size, normalize=normalize, chunk_size=chunk_size, progress=advance)
+    if written != n:
+        raise InputError(f"input changed while reading: expected {n} rows, got {written}")
+    arr.flush()
+    del arr
