@@ -156,6 +156,26 @@ def _check_choice(value: str, choices: Sequence[str], name: str) -> str:
     return value
 
 
+def check_options(
+    method: str = "repetition",
+    level: str = "subword",
+    variant: str = "paper",
+    insert_token: str = "random",
+    dup_rate: float = DEFAULT_DUP_RATE,
+) -> None:
+    """Validate the ``augment`` options up front (before any model is loaded); one-line ConfigError."""
+    _check_choice(method, METHODS, "--method")
+    _check_choice(level, LEVELS, "--level")
+    _check_choice(variant, VARIANTS, "--variant")
+    _check_choice(insert_token, INSERT_TOKENS, "--insert-token")
+    check_rate(dup_rate)
+
+
+def needs_tokenizer(method: str, level: str, insert_token: str) -> bool:
+    """Whether text-level augmentation with these options needs the model's tokenizer."""
+    return level == "subword" or (method == "insertion" and insert_token == "random")
+
+
 # ---------------------------------------------------------------------------------------------
 # How many
 # ---------------------------------------------------------------------------------------------
@@ -643,6 +663,18 @@ def read_lines(source: str | os.PathLike, stdin=None) -> Iterator[str]:
         raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from None
     with fh:
         yield from _decode_lines(fh, name)
+
+
+def check_input_path(source: str | os.PathLike) -> None:
+    """Fail early, with one line, on an input file that is missing or a folder (``-`` is stdin)."""
+    name = str(source)
+    if name == "-":
+        return
+    path = Path(name)
+    if not path.exists():
+        raise InputError(f"{name}: no such file")
+    if path.is_dir():
+        raise InputError(f"{name}: is a folder, expected a text file")
 
 
 def _decode_lines(fh, name: str) -> Iterator[str]:
