@@ -1,0 +1,75 @@
+"""The online encoder: a transformers backbone + a SimCSE pooler + the training-only MLP.
+
+``pooler`` names how token states become one vector during training:
+
+* ``cls``: the raw last-layer [CLS] state, followed by the MLP (dense + tanh, SimCSE's ``MLPLayer``)
+  when ``mlp`` is on. This is SimCSE's ``cls`` with ``mlp_only_train``: the MLP exists in training
+  only, and the exported model pools with ``cls_before_pooler`` (raw [CLS], no MLP).
+* ``cls_before_pooler``, ``avg``, ``avg_first_last``, ``avg_top2``: the poolers of
+  :mod:`esimcse_cli.core.pooling`; the MLP is off unless asked for (``--mlp``), and then again
+  used in training only.
+
+The MLP is initialised like SimCSE's (normal(0, initializer_range) weights, zero bias) from a
+seeded generator, so runs are reproducible.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from esimcse_cli.core.pooling import needs_hidden_states, pool
+
+
+def hidden_pooling(pooler: str) -> str:
+    """The :func:`pool` method behind a training pooler name (``cls`` -> raw [CLS])."""
+    return "cls_before_pooler" if pooler == "cls" else pooler
+
+
+class MLP(nn.Module):
+    """dense + tanh over the pooled vector (SimCSE's ``MLPLayer``)."""
+
+    def __init__(self, dim: int, init_std: float = 0.02, seed: int = 0):
+        super().__init__()
+        self.dense = nn.Linear(dim, dim)
+        self.activation = nn.Tanh()
+        g = torch.Generator().manual_seed(int(seed))
+        with torch.no_grad():
+            self.dense.weight.copy_(torch.randn(dim, dim, generator=g) * init_std)
+            self.dense.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(x))
+
+
+def encode_with(backbone: nn.Module, method: str, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Backbone forward + pooling (the one place training pools)."""
+    hidden = needs_hidden_states(method)
+    out = backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=hidden, return_dict=True)
+    return pool(method, out.last_hidden_state, attention_mask, hidden_states=out.hidden_states if hidden else None)
+
+
+class ContrastiveModel(nn.Module):
+    """Online encoder used in training: ``forward`` returns the training representation."""
+
+    def __init__(self, backbone: nn.Module, pooler: str = "cls", mlp: bool = True, seed: int = 0):
+        super().__init__()
+        self.backbone = backbone
+        self.pooler = pooler
+        self.method = hidden_pooling(pooler)
+        dim = int(backbone.config.hidden_size)
+        std = float(getattr(backbone.config, "initializer_range", 0.02) or 0.02)
+        self.mlp: Optional[MLP] = MLP(dim, std, seed) if mlp else None
+
+    @property
+    def test_pooling(self) -> str:
+        return self.method
+
+    def pooled(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        return encode_with(self.backbone, self.method, input_ids, attention_mask)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        z = self.pooled(input_ids, attention_mask)
+        return self.mlp(z) if self.mlp is not None else z
