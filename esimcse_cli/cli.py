@@ -69,15 +69,12 @@ def encode(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow custom model code from the model folder/hub."),
 ) -> None:
     """Encode texts to a float32 .npy of shape (N, dim), rows in input order."""
-    from esimcse_cli.core.embed import encode_file
+    from esimcse_cli.core.embed import check_encode_args, encode_file
     from esimcse_cli.core.models import load_encoder
 
+    check_encode_args(input, output, dtype=dtype, batch_size=batch_size, encoding_errors=encoding_errors, text_column=text_column)
     enc = load_encoder(model, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
-    with ui.progress_bar(None, "encoding", unit="sent") as advance:
-        def start(total: int):
-            advance(0, total=total)
-            return advance
-
+    with ui.deferred_progress("encoding", unit="sent") as start:
         stats = encode_file(
             enc, input, output, text_column=text_column, batch_size=batch_size, normalize=normalize,
             dtype=dtype, encoding_errors=encoding_errors, progress_start=start,
@@ -195,6 +192,202 @@ def _augment_show(augmenter, records: list, n_lines: int, to_file: bool) -> None
 
 
 # ---- eval-sts / length-analysis ----------------------------------------------------------------
+DATA_DIR_HELP = "SentEval's data/downstream folder (with STS/ and SICK/) or a parent of it, e.g. ../shared/data."
+TASKS_HELP = "Comma-separated tasks: STS12,STS13,STS14,STS15,STS16,STSBenchmark,SICKRelatedness (default: all)."
+BUCKETS_HELP = "Length-difference buckets, inclusive ranges from 0 with an open end: default 0-3,4- (the paper's <=3 vs >3)."
+
+
+def _fmt_score(value) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _bucket_cell(b: dict) -> str:
+    return f"{_fmt_score(b['spearman'])} ({b['pairs']})"
+
+
+def _eval_table(result: dict, title: str):
+    names = [b["name"] for b in result.get("buckets", [])]
+    table = ui.new_table(title, "task", "pairs", "Spearman")
+    table.columns[1].justify = "right"
+    table.columns[2].justify = "right"
+    for name in names:
+        table.add_column(f"Δlen {name}", justify="right")
+    for task, e in result["tasks"].items():
+        table.add_row(task, str(e["pairs"]), _fmt_score(e["spearman"]), *[_bucket_cell(b) for b in e.get("buckets", [])])
+    total = sum(e["pairs"] for e in result["tasks"].values())
+    table.add_section()
+    table.add_row("avg", str(total), _fmt_score(result["avg"]), *([""] * len(names)), style="bold")
+    return table
+
+
+def _split_columns(spec: Optional[str]) -> tuple:
+    if not spec:
+        return (None, None, None)
+    parts = [p.strip() or None for p in spec.split(",")]
+    if len(parts) != 3:
+        from esimcse_cli.core.errors import ConfigError
+
+        raise ConfigError(f"--pairs-columns {spec!r}: give three columns, sentence1,sentence2,score (names or 0-based indices)")
+    return tuple(parts)
+
+
+@app.command("eval-sts")
+def eval_sts(
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", "-d", envvar="ESIMCSE_DATA_DIR", help=DATA_DIR_HELP),
+    tasks: Optional[str] = typer.Option(None, "--tasks", "-t", help=TASKS_HELP),
+    split: str = typer.Option("test", "--split", help="Split for STSBenchmark and SICKRelatedness: test | dev | train (SICK dev = trial)."),
+    aggregate: str = typer.Option("all", "--aggregate", help="STS12-16 score: all (SentEval's, one Spearman over all subsets) | mean | wmean."),
+    pairs: Optional[List[str]] = typer.Option(None, "--pairs", help="Your own scored pairs: sentence1<TAB>sentence2<TAB>score (.tsv, header optional), or .csv/.jsonl/.parquet. Repeatable."),
+    pairs_columns: Optional[str] = typer.Option(None, "--pairs-columns", help="Columns of --pairs files: sentence1,sentence2,score (names or 0-based indices)."),
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
+    pooling: Optional[str] = typer.Option(None, "--pooling", help=POOLING_HELP),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Max tokens per sentence (default: the model's own limit)."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", help="Sentences per forward pass."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    bucket_by_length: bool = typer.Option(False, "--bucket-by-length", help="Also report Spearman within length-difference buckets."),
+    buckets: Optional[str] = typer.Option(None, "--buckets", help=BUCKETS_HELP + " Implies --bucket-by-length."),
+    length_unit: str = typer.Option("words", "--length-unit", help="words (whitespace words of the stored text) | tokens (model sub-words, no specials)."),
+    json_path: Optional[str] = typer.Option(None, "--json", help="Write the full result as JSON (schema in the README)."),
+    csv_path: Optional[str] = typer.Option(None, "--csv", help="Write task / subset / bucket rows as CSV."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow custom model code from the model folder/hub."),
+) -> None:
+    """STS12-16, STS-B and SICK-R (SentEval protocol): cosine -> Spearman x100, every distinct sentence encoded once.
+
+    Example: esimcse eval-sts --data-dir ../shared/data --json sts.json
+    """
+    from esimcse_cli.core import evaluate
+    from esimcse_cli.core.atomic import check_output_path
+    from esimcse_cli.core.errors import ConfigError
+    from esimcse_cli.core.models import load_encoder
+
+    if split not in ("test", "dev", "train"):
+        raise ConfigError(f"--split {split!r}: choose from test, dev, train")
+    if aggregate not in evaluate.AGGREGATES:
+        raise ConfigError(f"--aggregate {aggregate!r}: choose from {', '.join(evaluate.AGGREGATES)}")
+    if length_unit not in evaluate.LENGTH_UNITS:
+        raise ConfigError(f"--length-unit {length_unit!r}: choose from {', '.join(evaluate.LENGTH_UNITS)}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: must be at least 1")
+    bucket_spec = None
+    if bucket_by_length or buckets:
+        bucket_spec = buckets or evaluate.DEFAULT_BUCKETS
+        evaluate.parse_buckets(bucket_spec)
+    for out_path in (json_path, csv_path):
+        if out_path:
+            check_output_path(out_path)
+    task_pairs = evaluate.load_tasks(data_dir, tasks, split, pairs or (), _split_columns(pairs_columns))
+    enc = load_encoder(model, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
+    n_distinct = len(evaluate.unique_sentences(task_pairs))
+    with ui.progress_bar(n_distinct, "encoding STS sentences", unit="sent") as advance:
+        result = evaluate.evaluate_loaded(enc, task_pairs, split, aggregate, bucket_spec, length_unit, batch_size, progress=advance)
+    n_total = result["sentences"]["total"]
+    ui.info(f"{n_total} sentences, {n_distinct} distinct, encoded in {result['seconds']['encode']:.1f}s "
+            f"({enc.pooling} pooling, max length {enc.max_length})")
+    ui.print_table(_eval_table(result, f"STS Spearman x100 — {enc.name}"))
+    if json_path:
+        evaluate.write_json(json_path, result)
+        ui.info(f"wrote {json_path}")
+    if csv_path:
+        evaluate.write_csv(csv_path, evaluate.result_rows(result))
+        ui.info(f"wrote {csv_path}")
+
+
+@app.command("length-analysis")
+def length_analysis_cmd(
+    models: Optional[List[str]] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " Repeat to compare models (default: the bundled model)."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", "-d", envvar="ESIMCSE_DATA_DIR", help=DATA_DIR_HELP),
+    tasks: Optional[str] = typer.Option(None, "--tasks", "-t", help=TASKS_HELP),
+    split: str = typer.Option("test", "--split", help="Split for STSBenchmark and SICKRelatedness: test | dev | train."),
+    buckets: Optional[str] = typer.Option(None, "--buckets", help=BUCKETS_HELP),
+    length_unit: str = typer.Option("words", "--length-unit", help="words | tokens (model sub-words, no specials)."),
+    pooling: Optional[str] = typer.Option(None, "--pooling", help=POOLING_HELP),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Max tokens per sentence (default: each model's own limit)."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", help="Sentences per forward pass."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    probe_sentences: int = typer.Option(1000, "--probe-sentences", help="Sentences in the repetition probe (0: no probe)."),
+    probe_corpus: Optional[str] = typer.Option(None, "--probe-corpus", help="Sample probe sentences from this text file (one per line) instead of the STS sentences."),
+    dup_rate: float = typer.Option(0.32, "--dup-rate", help="Repetition rate of the probe's word-repeated copies."),
+    variant: str = typer.Option("paper", "--variant", help="Repeat-count formula of the probe: paper | official."),
+    seed: int = typer.Option(42, "--seed", help="Seed for the probe's sample and repetitions."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="Write a grouped bar chart (png/pdf/svg); needs matplotlib (the 'plot' extra)."),
+    json_path: Optional[str] = typer.Option(None, "--json", help="Write the full report as JSON."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow custom model code from the model folder/hub."),
+) -> None:
+    """The paper's length study: Spearman per length-difference bucket, the first-last gap, and a repetition probe.
+
+    Example: esimcse length-analysis -m runs/simcse -m runs/esimcse --data-dir ../shared/data --plot len.png
+    """
+    from esimcse_cli.core import evaluate, length
+    from esimcse_cli.core.atomic import check_output_path
+    from esimcse_cli.core.errors import ConfigError
+    from esimcse_cli.core.models import load_encoder
+
+    if split not in ("test", "dev", "train"):
+        raise ConfigError(f"--split {split!r}: choose from test, dev, train")
+    if length_unit not in evaluate.LENGTH_UNITS:
+        raise ConfigError(f"--length-unit {length_unit!r}: choose from {', '.join(evaluate.LENGTH_UNITS)}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: must be at least 1")
+    if probe_sentences < 0:
+        raise ConfigError(f"--probe-sentences {probe_sentences}: must be 0 or more")
+    if variant not in ("paper", "official"):
+        raise ConfigError(f"--variant {variant!r}: choose from paper, official")
+    if not 0.0 <= dup_rate <= 1.0:
+        raise ConfigError(f"--dup-rate {dup_rate}: must be in [0, 1]")
+    bucket_spec = buckets or evaluate.DEFAULT_BUCKETS
+    evaluate.parse_buckets(bucket_spec)
+    for out_path in (json_path, plot):
+        if out_path:
+            check_output_path(out_path)
+    if plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ConfigError("--plot needs matplotlib: pip install 'esimcse-cli[plot]'") from None
+    task_pairs = evaluate.load_tasks(data_dir, tasks, split)
+    probe_texts, probe_meta = length.choose_probe_texts(task_pairs, probe_sentences, probe_corpus, seed)
+    specs = list(models or ["default"])
+    results = []
+    for spec in specs:
+        enc = load_encoder(spec, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
+        with ui.progress_bar(length.probe_work(task_pairs, probe_texts), f"{spec}", unit="sent") as advance:
+            results.append(length.analyze_model(enc, task_pairs, probe_texts, split, bucket_spec, length_unit, batch_size,
+                                                dup_rate, variant, seed, label=spec, progress=advance))
+    if probe_meta is not None:
+        probe_meta.update({"dup_rate": dup_rate, "variant": variant, "level": "subword"})
+    report = length.build_report(results, split, bucket_spec, length_unit, probe_meta)
+
+    names = [b["name"] for b in report["buckets"]]
+    table = ui.new_table(f"Spearman x100 by length difference |len(a) - len(b)| in {length_unit}", "model", "task", "pairs", "Spearman")
+    for name in names:
+        table.add_column(name, justify="right")
+    table.add_column(f"gap {names[0]} − {names[-1]}", justify="right")
+    for m in results:
+        for task, e in m["tasks"].items():
+            table.add_row(str(m["model"]), task, str(e["pairs"]), _fmt_score(e["spearman"]),
+                          *[_bucket_cell(b) for b in e["buckets"]], _fmt_score(m["gap"][task]))
+        table.add_row(str(m["model"]), "avg", "", _fmt_score(m["avg"]), *([""] * len(names)), _fmt_score(m["avg_gap"]), style="bold")
+        table.add_section()
+    ui.print_table(table)
+    if probe_meta is not None:
+        src = "STS sentences" if probe_meta["source"] == "sts" else probe_meta["source"]
+        ptable = ui.new_table(
+            f"Repetition probe: {probe_meta['sentences']} {src}, dup-rate {dup_rate:g} ({variant}), seed {seed}",
+            "model", "mean inserted", "mean cosine", "slope / inserted token")
+        for m in results:
+            p = m["probe"]
+            slope = "—" if p["slope"] is None else f"{p['slope']:+.5f}"
+            mc = "—" if p["mean_cosine"] is None else f"{p['mean_cosine']:.4f}"
+            mi = "—" if p["mean_inserted"] is None else f"{p['mean_inserted']:.2f}"
+            ptable.add_row(str(m["model"]), mi, mc, slope)
+        ui.print_table(ptable)
+    if json_path:
+        evaluate.write_json(json_path, report)
+        ui.info(f"wrote {json_path}")
+    if plot:
+        length.plot_report(report, plot)
+        ui.info(f"wrote {plot}")
+
 
 # ---- train -----------------------------------------------------------------------------------
 

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -46,13 +45,27 @@ class RateColumn(ProgressColumn):
         return Text(f"{speed:,.0f} {self.unit}/s", style="progress.data.speed")
 
 
+class _ConsoleHandler(logging.Handler):
+    """One line per record on the stderr console: ``warning: ...`` in yellow, notes plain."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                console.print(Text(f"warning: {msg}", style="yellow"), soft_wrap=True)
+            elif record.levelno >= logging.INFO:
+                console.print(Text(msg, style="dim"), soft_wrap=True)
+            else:
+                console.print(Text(f"debug: {msg}", style="dim"), soft_wrap=True)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
 def setup_logging(debug: bool = False) -> None:
     """Route the ``esimcse`` logger (and warnings from core) to the stderr console."""
     logger = logging.getLogger("esimcse")
     logger.handlers.clear()
-    handler = RichHandler(console=console, show_time=False, show_path=debug, markup=False, rich_tracebacks=debug)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(handler)
+    logger.addHandler(_ConsoleHandler())
     logger.setLevel(logging.DEBUG if debug else logging.INFO)
     logger.propagate = False
 
@@ -74,15 +87,35 @@ def progress_bar(total: int | None, description: str, unit: str = "sent", extra:
     ]
     if extra:
         columns.insert(4, TextColumn(extra))
-    with Progress(*columns, console=console, transient=False) as prog:
-        task = prog.add_task(description, total=total, **_initial_fields(extra))
+    prog = Progress(*columns, console=console, transient=False)
+    task = prog.add_task(description, total=total, **_initial_fields(extra))
 
-        def advance(n: int = 1, total: int | None = None, **fields) -> None:
-            if total is not None:
-                fields["total"] = total
-            prog.update(task, advance=n, **fields)
+    def advance(n: int = 1, total: int | None = None, **fields) -> None:
+        if total is not None:
+            fields["total"] = total
+        prog.update(task, advance=n, **fields)
 
+    prog.start()
+    try:
         yield advance
+    except BaseException:
+        prog.live.transient = True  # an error message, not a half-drawn bar, is the last word
+        raise
+    finally:
+        prog.stop()
+
+
+@contextmanager
+def deferred_progress(description: str, unit: str = "sent", extra: str | None = None) -> Iterator[Callable[[int], Callable[..., None]]]:
+    """Yield ``start(total) -> advance``: the bar appears only once work starts (not before a clean error)."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+
+        def start(total: int) -> Callable[..., None]:
+            return stack.enter_context(progress_bar(total, description, unit, extra))
+
+        yield start
 
 
 def _initial_fields(extra: str | None) -> dict:
@@ -93,11 +126,11 @@ def _initial_fields(extra: str | None) -> dict:
 
 
 def warn(message: str) -> None:
-    console.print(Text(f"warning: {message}", style="yellow"))
+    console.print(Text(f"warning: {message}", style="yellow"), soft_wrap=True)
 
 
 def info(message: str) -> None:
-    console.print(Text(message))
+    console.print(Text(message), soft_wrap=True)
 
 
 def error(message: str) -> None:

@@ -166,9 +166,12 @@ def iter_texts(
             row += 1
 
 
-def count_texts(path: str | os.PathLike, text_column: str | None = None, encoding_errors: str = "strict") -> int:
+def count_texts(path: str | os.PathLike, text_column: str | None = None, encoding_errors: str = "strict", display: str | None = None) -> int:
+    """Count rows; with ``encoding_errors="strict"`` this pass also finds any undecodable line, before work starts."""
     fmt = input_format(path)
     if fmt == "txt":
+        if encoding_errors == "strict":
+            return sum(1 for _ in iter_lines(path, encoding_errors, display))
         return count_lines(path)
     if fmt == "parquet":
         try:

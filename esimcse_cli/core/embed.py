@@ -47,6 +47,30 @@ def _watch(texts: Iterator[tuple[int, str]], stats: EncodeStats) -> Iterator[str
         yield text
 
 
+def check_encode_args(
+    source: str | os.PathLike | None,
+    output: str | os.PathLike,
+    *,
+    dtype: str = "float32",
+    batch_size: int = 64,
+    encoding_errors: str = "strict",
+    text_column: str | None = None,
+) -> None:
+    """Refuse bad arguments before any model is loaded or any work is done."""
+    if dtype not in DTYPES:
+        raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+    if batch_size <= 0:
+        raise InputError(f"--batch-size must be positive, got {batch_size}")
+    if encoding_errors not in corpus.ENCODING_ERRORS:
+        raise InputError(f"--encoding-errors must be one of {', '.join(corpus.ENCODING_ERRORS)}, got '{encoding_errors}'")
+    if source is not None and str(source) != "-":
+        corpus.check_input(source)
+        if text_column is not None and corpus.input_format(source) == "txt":
+            raise InputError(f"{source}: --text-column applies to csv, tsv, jsonl and parquet files, not plain text")
+    if str(output) != "-":
+        check_output_path(output)
+
+
 def encode_file(
     encoder: SentenceEncoder,
     source: str | os.PathLike | None,
@@ -64,19 +88,16 @@ def encode_file(
 
     ``progress_start(total)`` is called once with the row count and returns the per-batch ``advance`` callback.
     """
-    if dtype not in DTYPES:
-        raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
-    if batch_size <= 0:
-        raise InputError(f"--batch-size must be positive, got {batch_size}")
+    check_encode_args(source, output, dtype=dtype, batch_size=batch_size, encoding_errors=encoding_errors, text_column=text_column)
     to_stdout = str(output) == "-"
     if not to_stdout:
-        out_path = check_output_path(output)
+        out_path = Path(output)
         if out_path.suffix != ".npy":
             log.warning("%s does not end in .npy; writing NumPy .npy format anyway", out_path)
     display = "<stdin>" if source is None or str(source) == "-" else str(source)
     stats = EncodeStats(dim=encoder.dim, output=str(output))
     with corpus.materialize(source) as path:
-        n = corpus.count_texts(path, text_column, encoding_errors)
+        n = corpus.count_texts(path, text_column, encoding_errors, display=display)
         stats.rows = n
         advance = progress_start(n) if progress_start else None
         texts = _watch(corpus.iter_texts(path, text_column, encoding_errors, display=display), stats)

@@ -211,7 +211,7 @@ def load_backbone(
     if chosen is None:
         chosen = "avg"
         if kind != "default":
-            log.info("%s records no pooling; using avg (pass --pooling to choose)", name)
+            log.debug("%s records no pooling; using avg (pass --pooling to choose)", name)
     missing = [k for k in (info or {}).get("missing_keys", []) if "pooler" in k]
     if chosen == "cls":
         if getattr(model, "pooler", None) is None:
