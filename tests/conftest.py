@@ -41,6 +41,8 @@ def build_tiny_bert(path: Path, seed: int = 0) -> Path:
     vocab = specials + chars + ["##" + c for c in string.ascii_lowercase + string.digits] + sorted(set(WORDS))
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     tok = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True, model_max_length=128)
+    if len(tok.get_vocab()) < len(set(vocab)):  # transformers 5 ignores vocab_file (it takes vocab=): all [UNK]
+        tok = BertTokenizerFast(vocab=str(path / "vocab.txt"), do_lower_case=True, model_max_length=128)
     tok.save_pretrained(path)
     torch.manual_seed(seed)
     config = BertConfig(
