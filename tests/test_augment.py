@@ -1,0 +1,397 @@
+"""Tests for esimcse_cli.core.augment and the `esimcse augment` command."""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from esimcse_cli.core import augment as aug
+from esimcse_cli.core.errors import ConfigError, InputError
+
+REPO = Path(__file__).resolve().parents[1]
+
+LINES = [
+    "The old man walks his dog in the park every morning.",
+    "",
+    "A child plays the piano while her father sings a song.",
+    "Three horses ran along the river road yesterday.",
+    "   ",
+    "Is the red car faster than the blue one?",
+    "They were cutting tomato and onion for the long night.",
+]
+
+
+def paper_upper(n, rate):
+    """The paper's formula, written out independently of the implementation."""
+    return min(n, max(2, int(rate * n)))
+
+
+def official_values(n, rate):
+    m = min(10, int(rate * n))
+    return set(range(m)) if m > 0 else {0}
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model_dir):
+    return aug.load_tokenizer(str(tiny_model_dir))
+
+
+def strip_copies(out, positions):
+    """Remove the added copy of each repeated/inserted position (the copy sits at p + j + 1)."""
+    added = {p + j + 1 for j, p in enumerate(positions)}
+    return [t for i, t in enumerate(out) if i not in added]
+
+
+# ------------------------------------------------------------------------------------------------
+# counts
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_repeat_count_support(variant):
+    rng = random.Random(123)
+    for n in range(0, 70):
+        for rate in (0.0, 0.1, 0.2, 0.32, 0.5, 0.9, 1.0):
+            expected = set(range(paper_upper(n, rate) + 1)) if variant == "paper" else official_values(n, rate)
+            if n == 0:
+                expected = {0}
+            assert set(aug.repeat_support(n, rate, variant)) == expected, (n, rate)
+            seen = {aug.repeat_count(n, rate, variant, rng) for _ in range(60)}
+            assert seen <= expected, (n, rate, seen - expected)
+
+
+def test_official_zero_when_range_empty():
+    rng = random.Random(0)
+    # int(0.32 * 3) == 0 and int(0.32 * 4) == 1: randrange(0) is defined as 0, randrange(1) is always 0
+    for n in (1, 2, 3, 4, 5, 6):
+        assert {aug.repeat_count(n, 0.32, "official", rng) for _ in range(50)} == {0}
+    # the released code's cap: at most 9 repeats however long the sentence
+    assert max(aug.repeat_count(1000, 0.32, "official", rng) for _ in range(500)) == 9
+
+
+def _chi_square_p(counts, expected_probs, draws):
+    from scipy.stats import chisquare
+
+    keys = sorted(expected_probs)
+    obs = [counts.get(k, 0) for k in keys]
+    exp = [expected_probs[k] * draws for k in keys]
+    return chisquare(obs, exp).pvalue
+
+
+@pytest.mark.parametrize(
+    "n,rate,variant,probs",
+    [
+        (25, 0.32, "paper", {k: 1 / 9 for k in range(9)}),       # U{0..8}
+        (4, 0.32, "paper", {k: 1 / 3 for k in range(3)}),        # max(2, 1) = 2 -> U{0..2}
+        (1, 0.32, "paper", {0: 1 / 3, 1: 2 / 3}),                # U{0..2} clipped to N = 1
+        (25, 0.32, "official", {k: 1 / 8 for k in range(8)}),    # randrange(8)
+        (100, 0.32, "official", {k: 1 / 10 for k in range(10)}), # randrange(min(10, 32))
+    ],
+)
+def test_repeat_count_distribution(n, rate, variant, probs):
+    rng = random.Random(2024)
+    draws = 20000
+    counts = collections.Counter(aug.repeat_count(n, rate, variant, rng) for _ in range(draws))
+    assert set(counts) <= set(probs)
+    for k, p in probs.items():
+        assert abs(counts[k] / draws - p) < 0.015, (k, counts[k] / draws, p)
+    assert _chi_square_p(counts, probs, draws) > 1e-4
+
+
+def test_torch_generator_draws_follow_formula():
+    torch = pytest.importorskip("torch")
+    g = torch.Generator().manual_seed(7)
+    draws = 6000
+    counts = collections.Counter(aug.repeat_count(25, 0.32, "paper", g) for _ in range(draws))
+    probs = {k: 1 / 9 for k in range(9)}
+    assert set(counts) <= set(probs)
+    assert _chi_square_p(counts, probs, draws) > 1e-4
+    a = aug.word_repetition(list(range(30)), rng=torch.Generator().manual_seed(3), return_positions=True)
+    b = aug.word_repetition(list(range(30)), rng=torch.Generator().manual_seed(3), return_positions=True)
+    assert a == b
+
+
+def test_positions_distinct_sorted_and_uniform():
+    rng = random.Random(5)
+    n, draws = 12, 12000
+    hits = collections.Counter()
+    total = 0
+    for _ in range(draws):
+        pos = aug.word_repetition_positions(n, 0.32, "paper", rng)
+        assert pos == sorted(set(pos))
+        assert all(0 <= p < n for p in pos)
+        hits.update(pos)
+        total += len(pos)
+    # each position equally likely: expected share 1/n of all chosen positions
+    for p in range(n):
+        assert abs(hits[p] / total - 1 / n) < 0.01
+
+
+def test_bad_rate_and_variant_raise_config_error():
+    for bad in (-0.1, 1.01, float("nan"), float("inf")):
+        with pytest.raises(ConfigError):
+            aug.check_rate(bad)
+    with pytest.raises(ConfigError):
+        aug.repeat_count(10, 0.32, "nope", random.Random(0))
+    with pytest.raises(ConfigError):
+        aug.Augmenter(None, level="word", dup_rate=2.0)
+    with pytest.raises(ConfigError):
+        aug.Augmenter(None, level="subword")  # needs a tokenizer
+
+
+# ------------------------------------------------------------------------------------------------
+# what happens to the tokens
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_repetition_keeps_every_token_in_order(variant):
+    rng = random.Random(11)
+    for n in range(0, 40):
+        tokens = [f"t{i}" for i in range(n)]
+        for _ in range(20):
+            out, pos = aug.word_repetition(tokens, 0.32, variant, rng, return_positions=True)
+            assert len(out) == n + len(pos)
+            assert len(pos) in aug.repeat_support(n, 0.32, variant)
+            assert strip_copies(out, pos) == tokens
+            for j, p in enumerate(pos):  # each copy sits right after its original
+                assert out[p + j] == out[p + j + 1] == tokens[p]
+            assert aug.added_marks(n, pos).count(True) == len(pos)
+
+
+def test_repetition_over_ids_with_duplicates():
+    tokens = [5, 5, 7, 5, 9, 9, 9]
+    rng = random.Random(1)
+    for _ in range(200):
+        out, pos = aug.word_repetition(tokens, 0.5, "paper", rng, return_positions=True)
+        assert strip_copies(out, pos) == tokens
+        assert collections.Counter(out) - collections.Counter(tokens) == collections.Counter(tokens[p] for p in pos)
+
+
+def test_insertion_grows_and_keeps_originals():
+    rng = random.Random(3)
+    insert = lambda r: "NEW"  # noqa: E731
+    for n in range(0, 30):
+        tokens = [f"w{i}" for i in range(n)]
+        for _ in range(10):
+            out, pos = aug.random_insertion(tokens, 0.32, insert, rng, return_positions=True)
+            assert len(out) == n + len(pos) >= n
+            assert len(pos) in aug.repeat_support(n, 0.32, "paper")
+            assert strip_copies(out, pos) == tokens
+            marks = aug.added_marks(n, pos)
+            assert [t for t, m in zip(out, marks) if m] == ["NEW"] * len(pos)
+
+
+def test_deletion_shrinks_never_below_one():
+    rng = random.Random(4)
+    assert aug.random_deletion([], 0.32, rng) == []
+    for n in range(1, 30):
+        tokens = list(range(n))
+        for _ in range(30):
+            out, pos = aug.random_deletion(tokens, 1.0, rng, return_positions=True)
+            assert 1 <= len(out) <= n
+            assert len(out) == n - len(pos)
+            assert out == [t for t in tokens if t not in set(pos)]  # survivors keep their order
+    # with the paper formula, rate 1 on n tokens can draw n; deletion clips it to n - 1
+    lengths = {len(aug.random_deletion(list(range(5)), 1.0, rng)) for _ in range(300)}
+    assert min(lengths) == 1
+
+
+def test_repeat_batch_specials_and_speed():
+    import time
+
+    cls, sep = 101, 102
+    batch = [[cls] + list(range(1000 + 10 * b, 1000 + 10 * b + 30)) + [sep] for b in range(64)]
+    rng = random.Random(0)
+    out = aug.repeat_batch(batch, 0.32, "paper", rng, special_ids={cls, sep})
+    assert len(out) == 64
+    for src, dst in zip(batch, out):
+        assert dst[0] == cls and dst[-1] == sep
+        assert dst.count(cls) == 1 and dst.count(sep) == 1
+        assert len(dst) - len(src) in aug.repeat_support(30, 0.32, "paper")
+    # same seed -> same batch; input untouched
+    again = aug.repeat_batch(batch, 0.32, "paper", random.Random(0), special_ids={cls, sep})
+    assert again == out
+    assert batch[0][0] == cls and len(batch[0]) == 32
+    t0 = time.perf_counter()
+    for _ in range(20):
+        aug.repeat_batch(batch, 0.32, "paper", rng, special_ids={cls, sep})
+    per_step = (time.perf_counter() - t0) / 20
+    assert per_step < 0.05, per_step  # ~1 ms here; generous for a loaded CI box
+
+
+def test_augment_batch_insertion_and_deletion_on_ids():
+    rng = random.Random(9)
+    batch = [[101, 7, 8, 9, 10, 102], [101, 11, 102]]
+    ins = aug.augment_batch(batch, "insertion", 0.32, "paper", rng, {101, 102}, insert=lambda r: 4)
+    for src, dst in zip(batch, ins):
+        assert len(dst) >= len(src) and dst[0] == 101 and dst[-1] == 102
+        assert [t for t in dst if t != 4] == src
+    dele = aug.augment_batch(batch, "deletion", 1.0, "paper", rng, {101, 102})
+    for src, dst in zip(batch, dele):
+        assert dst[0] == 101 and dst[-1] == 102 and len(dst) >= 3
+
+
+# ------------------------------------------------------------------------------------------------
+# text level
+# ------------------------------------------------------------------------------------------------
+def test_augment_texts_deterministic_and_line_aligned(tok):
+    a = list(aug.augment_texts(LINES, tok, seed=1))
+    b = list(aug.augment_texts(LINES, tok, seed=1))
+    assert a == b
+    assert len(a) == len(LINES)
+    assert a[1] == "" and a[4] == ""
+    many = [f"the man plays the guitar in the park {i} times." for i in range(30)]
+    assert list(aug.augment_texts(many, tok, seed=1)) != list(aug.augment_texts(many, tok, seed=2))
+
+
+def test_augment_texts_subword_repetition_reconstructs(tok):
+    a = aug.Augmenter(tok, "repetition", "subword", 0.32, "paper", seed=0)
+    for line in LINES:
+        rec = a.record(line)
+        if not line.strip():
+            assert rec.augmented == ""
+            continue
+        assert rec.tokens == tok.tokenize(line)
+        kept = [t for t, m in zip(rec.new_tokens, rec.added) if not m]
+        assert kept == rec.tokens
+        assert rec.augmented == tok.convert_tokens_to_string(rec.new_tokens)
+        # the display segments spell out exactly the augmented text
+        assert "".join(t for t, _ in a.display_segments(rec.new_tokens, rec.added)) == rec.augmented
+
+
+def test_word_level_splits_on_whitespace():
+    out = list(aug.augment_texts(["  one   two three  ", "solo"], None, level="word", seed=5, dup_rate=1.0))
+    words = out[0].split(" ")
+    assert out[0] == " ".join(words)  # single spaces
+    assert [w for i, w in enumerate(words) if i == 0 or words[i - 1] != w] == ["one", "two", "three"]
+    assert out[1] in ("solo", "solo solo")
+
+
+def test_insert_tokens(tok):
+    mask_out = list(aug.augment_texts(LINES, tok, method="insertion", insert_token="mask", seed=3, dup_rate=1.0))
+    assert any("[MASK]" in line for line in mask_out)
+    a = aug.Augmenter(tok, "insertion", "subword", 1.0, "paper", "random", seed=3)
+    vocab = set(aug.insertion_vocab(tok))
+    assert vocab and not any(v.startswith("##") or v in tok.all_special_tokens for v in vocab)
+    inserted = []
+    for line in LINES * 5:
+        rec = a.record(line)
+        inserted += [t for t, m in zip(rec.new_tokens, rec.added) if m]
+    assert inserted and set(inserted) <= vocab
+    w = aug.Augmenter(None, "insertion", "word", 1.0, "paper", "stopword", seed=3)
+    rec = w.record("cats chase mice")
+    added = [t for t, m in zip(rec.new_tokens, rec.added) if m]
+    assert set(added) <= set(aug.STOPWORDS)
+    assert [t for t, m in zip(rec.new_tokens, rec.added) if not m] == ["cats", "chase", "mice"]
+
+
+def test_deletion_text_keeps_one_token():
+    out = list(aug.augment_texts(["single", "two words"], None, method="deletion", level="word", dup_rate=1.0, seed=0))
+    assert out[0] == "single"
+    assert out[1] in ("two", "words", "two words")
+
+
+def test_read_lines_errors(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine\n\xff\xfe oops\n")
+    with pytest.raises(InputError, match=r"bad.txt:2:"):
+        list(aug.read_lines(bad))
+    with pytest.raises(InputError):
+        aug.check_input_path(tmp_path / "missing.txt")
+    crlf = tmp_path / "crlf.txt"
+    crlf.write_bytes(b"\xef\xbb\xbfa b\r\nc\r\n")
+    assert list(aug.read_lines(crlf)) == ["a b", "c"]
+    assert aug.count_lines(crlf) == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture()
+def runner():
+    from typer.testing import CliRunner
+
+    return CliRunner()
+
+
+def _run(runner, args, input=None):
+    from esimcse_cli.cli import app
+
+    return runner.invoke(app, args, input=input)
+
+
+def test_cli_stdin_to_stdout(runner, tiny_model_dir):
+    text = "\n".join(LINES) + "\n"
+    r1 = _run(runner, ["augment", "-", "--model", str(tiny_model_dir), "--seed", "7"], input=text)
+    assert r1.exit_code == 0, r1.output
+    r2 = _run(runner, ["augment", "--model", str(tiny_model_dir), "--seed", "7"], input=text)
+    assert r2.exit_code == 0
+    assert r1.stdout == r2.stdout
+    out_lines = r1.stdout.split("\n")
+    assert out_lines[-1] == "" and len(out_lines) - 1 == len(LINES)
+    assert out_lines[1] == "" and out_lines[4] == ""
+    core = list(aug.augment_texts(LINES, aug.load_tokenizer(str(tiny_model_dir)), seed=7))
+    assert out_lines[:-1] == core
+
+
+def test_cli_output_file_and_word_level(runner, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    dst = tmp_path / "out.txt"
+    r = _run(runner, ["augment", str(src), "-o", str(dst), "--level", "word", "--seed", "3", "--dup-rate", "0.5"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout == ""
+    got = dst.read_text(encoding="utf-8").split("\n")[:-1]
+    assert got == list(aug.augment_texts(LINES, None, level="word", seed=3, dup_rate=0.5))
+    assert got[1] == "" and got[4] == ""
+    for orig, new in zip(LINES, got):
+        words = new.split()
+        assert len(words) >= len(orig.split())
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
+
+
+def test_cli_show_keeps_stdout_clean(runner, tiny_model_dir):
+    text = "\n".join(LINES) + "\n"
+    r = _run(runner, ["augment", "--model", str(tiny_model_dir), "--seed", "7", "--show"], input=text)
+    assert r.exit_code == 0
+    plain = _run(runner, ["augment", "--model", str(tiny_model_dir), "--seed", "7"], input=text)
+    assert r.stdout == plain.stdout
+    assert "augmented" in r.stderr
+
+
+def _subprocess(args, input_text=None, env_extra=None):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.update(env_extra or {})
+    return subprocess.run(
+        [sys.executable, "-m", "esimcse_cli", *args],
+        input=input_text,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(REPO),
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("rate", ["-0.1", "1.5", "nan"])
+def test_cli_bad_dup_rate_exit_2(rate, tmp_path):
+    dst = tmp_path / "out.txt"
+    p = _subprocess(["augment", "-", "--level", "word", f"--dup-rate={rate}", "-o", str(dst)], "a b c\n")
+    assert p.returncode == 2
+    assert p.stdout == ""
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--dup-rate" in lines[0], p.stderr
+    assert "Traceback" not in p.stderr
+    assert not dst.exists()
+
+
+def test_cli_deterministic_across_processes(tiny_model_dir):
+    text = "\n".join(LINES * 3) + "\n"
+    args = ["augment", "--model", str(tiny_model_dir), "--seed", "11", "--method", "insertion", "--insert-token", "random"]
+    a = _subprocess(args, text, {"PYTHONHASHSEED": "1"})  # this process runs with its own (random) hash seed
+    assert a.returncode == 0, a.stderr
+    here = aug.augment_texts(LINES * 3, aug.load_tokenizer(str(tiny_model_dir)), method="insertion", seed=11)
+    assert a.stdout == "".join(line + "\n" for line in here)
