@@ -94,6 +94,7 @@ class TrainConfig:
     save_steps: int = 500
     resume: bool = False
     overwrite: bool = False
+    keep_state: bool = False  # keep OUT/state (momentum, queue, optimizer) after a finished run
     preset: Optional[str] = None
 
     # ------------------------------------------------------------------ derived values

@@ -1,0 +1,247 @@
+"""The training loop on the tiny random BERT: outputs, ablations, momentum variants, resume, faults, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import WORDS
+from esimcse_cli.core import trainer as trainer_mod
+from esimcse_cli.core.config import build_config
+from esimcse_cli.core.errors import ConfigError, InputError
+from esimcse_cli.core.momentum import MomentumEncoder
+from esimcse_cli.core.trainer import Batcher, NonFiniteLoss, config_for_resume, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sentences(n: int, seed: int = 0) -> list[str]:
+    r = random.Random(seed)
+    return [" ".join(r.choice(WORDS) for _ in range(r.randint(3, 12))) for _ in range(n)]
+
+
+@pytest.fixture()
+def corpus(tmp_path) -> Path:
+    lines = sentences(120)
+    lines[5] = ""  # blank lines are skipped and counted
+    lines[9] = "   "
+    lines[20] = lines[21]  # a duplicate for --dedupe
+    p = tmp_path / "corpus.txt"
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return p
+
+
+@pytest.fixture()
+def dev_dir(tmp_path) -> Path:
+    """A SentEval-layout STS-B dev file made of random pairs with random scores."""
+    folder = tmp_path / "senteval" / "STS" / "STSBenchmark"
+    folder.mkdir(parents=True)
+    r = random.Random(1)
+    a, b = sentences(40, 2), sentences(40, 3)
+    rows = [f"g\tf\t2012\t{i:04d}\t{r.uniform(0, 5):.3f}\t{x}\t{y}" for i, (x, y) in enumerate(zip(a, b))]
+    (folder / "sts-dev.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return tmp_path / "senteval"
+
+
+def cfg_for(tiny_model_dir, corpus, out, **kw):
+    values = {"corpus": str(corpus), "output_dir": str(out), "model": str(tiny_model_dir), "batch_size": 8,
+              "max_steps": 4, "save_steps": 0, "log_steps": 1, "eval_steps": 2, "max_length": 16}
+    values.update(kw)
+    return build_config(values)
+
+
+def weights(folder: Path) -> dict:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_end_to_end_output_folder_loads_everywhere(tiny_model_dir, corpus, dev_dir, tmp_path):
+    out = tmp_path / "out"
+    seen = []
+    res = train(cfg_for(tiny_model_dir, corpus, out, dev_data=str(dev_dir), dedupe=True), on_step=seen.append)
+    assert res.step == 4 and res.best_step in (2, 4) and res.best_dev is not None
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "esimcse.json", "modules.json", "train_config.yaml", "metrics.jsonl", "manifest.json"} <= names
+    assert "state" not in names  # no momentum / queue / optimizer tensors left in the finished folder
+    keys = weights(out).keys()
+    assert not any(k.startswith(("mlp", "momentum", "queue", "backbone")) for k in keys)
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["corpus"]["blank"] == 2 and manifest["corpus"]["duplicates"] == 1 and manifest["corpus"]["sentences"] == 117
+    assert len(manifest["corpus"]["sha256"]) == 64 and manifest["seed"] == 42 and "torch" in manifest["versions"]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0] == {"step": 0, "dev_spearman": rows[0]["dev_spearman"]}
+    assert [r["step"] for r in rows if "dev_spearman" in r] == [0, 2, 4]
+    assert all({"loss", "lr", "sentences_per_s"} <= r.keys() for r in rows if "loss" in r)
+    assert any("dev_spearman" in r for r in seen) and seen[-1]["step"] == 4
+    record = json.loads((out / "esimcse.json").read_text())
+    assert record["pooling"] == "cls_before_pooler" and record["step"] == res.best_step
+
+    # transformers and sentence-transformers load it, with [CLS] pooling at test time
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel
+
+    from esimcse_cli.core.models import load_encoder
+
+    AutoModel.from_pretrained(out)
+    st = SentenceTransformer(str(out), device="cpu")
+    ours = load_encoder(str(out), device="cpu")
+    assert ours.pooling == "cls_before_pooler"
+    texts = ["the dog runs in the park", "a man plays the guitar"]
+    torch.testing.assert_close(torch.tensor(st.encode(texts, normalize_embeddings=True)), torch.tensor(ours.encode(texts)), atol=1e-5, rtol=1e-4)
+
+
+def test_output_folder_needs_overwrite_and_bf16_needs_cuda(tiny_model_dir, corpus, tmp_path):
+    out = tmp_path / "out"
+    train(cfg_for(tiny_model_dir, corpus, out, max_steps=1, eval_steps=0))
+    with pytest.raises(InputError, match="--overwrite"):
+        train(cfg_for(tiny_model_dir, corpus, out, max_steps=1))
+    train(cfg_for(tiny_model_dir, corpus, out, max_steps=1, overwrite=True))
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="bf16"):
+            train(cfg_for(tiny_model_dir, corpus, tmp_path / "o2", bf16=True))
+
+
+def test_repetition_view_keeps_specials_and_grows(tiny_model_dir):
+    from esimcse_cli.core.models import load_backbone
+
+    tok = load_backbone(str(tiny_model_dir)).tokenizer
+    b = Batcher(tok, build_config({"max_length": 8, "dup_rate": 1.0}))
+    ids = b.tokenize(sentences(30))
+    rep = b.repeat(ids, 0)
+    assert all(len(x) <= 8 for x in ids)
+    assert any(len(r) > 8 for r in rep)  # may grow beyond max_length: not re-truncated
+    for x, r in zip(ids, rep):
+        assert r[0] == x[0] == tok.cls_token_id and r[-1] == x[-1] == tok.sep_token_id
+        assert r.count(tok.cls_token_id) == 1 and r.count(tok.sep_token_id) == 1
+        assert len(r) >= len(x)
+    assert rep == b.repeat(ids, 0) and rep != b.repeat(ids, 1)  # seeded per batch
+
+
+@pytest.mark.slow
+def test_each_ablation_switch_changes_what_is_computed(tiny_model_dir, corpus, tmp_path, monkeypatch):
+    calls = {}
+
+    def spy(name):
+        real = getattr(trainer_mod, name)
+
+        def wrapped(*a, **k):
+            calls.setdefault(name, []).append(a)
+            return real(*a, **k)
+
+        return wrapped
+
+    results = {}
+    for rep in (False, True):
+        for mq in (False, True):
+            calls.clear()
+            monkeypatch.setattr(trainer_mod, "contrastive_loss", spy("contrastive_loss"))
+            repeats = []
+            monkeypatch.setattr(Batcher, "repeat", lambda self, ids, seed, _r=Batcher.repeat: repeats.append(1) or _r(self, ids, seed))
+            out = tmp_path / f"o{rep}{mq}"
+            train(cfg_for(tiny_model_dir, corpus, out, method="simcse", repetition=rep, momentum_queue=mq, max_steps=3, eval_steps=0))
+            queues = [a[2] for a in calls["contrastive_loss"]]
+            if mq:
+                assert queues[0] is None and queues[1].shape[0] == 8 and queues[2].shape[0] == 16
+            else:
+                assert all(q is None for q in queues)
+            assert bool(repeats) == rep
+            results[(rep, mq)] = weights(out)
+            monkeypatch.undo()
+    keys = list(results)
+    for i in range(len(keys)):
+        for j in range(i + 1, len(keys)):
+            a, b = results[keys[i]], results[keys[j]]
+            assert any(not torch.equal(a[k], b[k]) for k in a), (keys[i], keys[j])
+
+
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_momentum_variant_timing(tiny_model_dir, corpus, tmp_path, monkeypatch, variant):
+    """paper: one EMA per optimizer step, after it; official: one per micro-batch, before the update."""
+    log = []
+    real = MomentumEncoder.update
+
+    def spy(self, online):
+        first = next(online.backbone.parameters()).detach().clone()
+        log.append(first)
+        return real(self, online)
+
+    monkeypatch.setattr(MomentumEncoder, "update", spy)
+    from esimcse_cli.core.models import load_backbone
+
+    initial = next(load_backbone(str(tiny_model_dir)).model.parameters()).detach()
+    train(cfg_for(tiny_model_dir, corpus, tmp_path / "o", momentum_variant=variant, grad_accum=2, max_steps=2, eval_steps=0))
+    if variant == "paper":
+        assert len(log) == 2  # per optimizer step, not per micro-batch
+        assert not torch.equal(log[0], initial)  # ran after the first optimizer step
+    else:
+        assert len(log) == 4  # inside every training forward
+        assert torch.equal(log[0], initial) and torch.equal(log[1], initial)  # before step 1's update
+        assert not torch.equal(log[2], initial)
+
+
+def test_resume_gives_the_same_weights(tiny_model_dir, corpus, tmp_path):
+    kw = dict(max_steps=6, eval_steps=0, grad_accum=1, batch_size=8)
+    full = train(cfg_for(tiny_model_dir, corpus, tmp_path / "full", **kw))
+    part = tmp_path / "part"
+    res = train(cfg_for(tiny_model_dir, corpus, part, **kw), should_stop=lambda step: step == 3)
+    assert res.stopped == "callback" and res.step == 3 and (part / "state" / "state.safetensors").is_file()
+    state = load_file(str(part / "state" / "state.safetensors"))
+    assert any(k.startswith("momentum.") for k in state) and "queue" in state and any(k.startswith("optim.") for k in state)
+    with pytest.raises(ConfigError, match="batch-size"):
+        config_for_resume(str(part), {"batch_size": 4})
+    rest = train(config_for_resume(str(part)))
+    assert rest.step == 6 and full.step == 6
+    a, b = weights(tmp_path / "full"), weights(part)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
+    assert not (part / "state").exists()
+    steps = [json.loads(x)["step"] for x in (part / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_state(tiny_model_dir, corpus, tmp_path, monkeypatch):
+    real = trainer_mod.contrastive_loss
+    count = {"n": 0}
+
+    def flaky(*a, **k):
+        count["n"] += 1
+        loss = real(*a, **k)
+        return loss * float("nan") if count["n"] == 3 else loss
+
+    monkeypatch.setattr(trainer_mod, "contrastive_loss", flaky)
+    out = tmp_path / "o"
+    with pytest.raises(NonFiniteLoss, match="step 3: loss is nan"):
+        train(cfg_for(tiny_model_dir, corpus, out, max_steps=5, save_steps=2, eval_steps=0))
+    meta = json.loads((out / "state" / "state.json").read_text())
+    assert meta["step"] == 2
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_matches_one_process(tiny_model_dir, corpus, tmp_path):
+    """torchrun with 2 CPU processes == 1 process on the same global batch (dropout off)."""
+    common = ["--model", str(tiny_model_dir), "--batch-size", "8", "--max-steps", "3", "--max-length", "16",
+              "--dropout", "0", "--eval-steps", "0", "--save-steps", "0"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    one = tmp_path / "one"
+    two = tmp_path / "two"
+    r1 = subprocess.run([sys.executable, "-m", "esimcse_cli", "train", str(corpus), "-o", str(one), *common],
+                        capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    r2 = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+                         "-m", "esimcse_cli", "train", str(corpus), "-o", str(two), *common],
+                        capture_output=True, text=True, env=env, cwd=REPO, timeout=180)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    a, b = weights(one), weights(two)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=2e-5, rtol=1e-4)
+    manifest = json.loads((two / "manifest.json").read_text())
+    assert manifest["world_size"] == 2
