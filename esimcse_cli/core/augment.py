@@ -48,6 +48,7 @@ import math
 import numbers
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
@@ -499,10 +500,12 @@ class AugmentRecord:
         return sum(self.added) + sum(self.removed)
 
 
+# Everything str.splitlines() treats as a line break: an output line never contains one.
+_LINE_BREAKS = re.compile("\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
 def _one_line(text: str) -> str:
-    if "\n" in text or "\r" in text:
-        text = text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
-    return text
+    return _LINE_BREAKS.sub(" ", text)
 
 
 class Augmenter:
