@@ -288,6 +288,15 @@ def test_insert_tokens(tok):
     assert [t for t, m in zip(rec.new_tokens, rec.added) if not m] == ["cats", "chase", "mice"]
 
 
+def test_batched_tokenisation_equals_one_by_one(tok):
+    a = aug.Augmenter(tok, seed=0)
+    texts = LINES + ["héllo wörld ½ 𝔘𝔫𝔦", "[MASK] and [CLS] here", "x" * 500, "isn't it?"]
+    assert a.tokenize_many(texts) == [a.tokenize(t) for t in texts]
+    one_by_one = aug.Augmenter(tok, seed=4)
+    batched = aug.Augmenter(tok, seed=4)
+    assert [one_by_one.record(t).augmented for t in texts] == [r.augmented for r in batched.records(texts, chunk=3)]
+
+
 @pytest.mark.parametrize("level", ["subword", "word"])
 def test_output_never_breaks_lines(tok, level):
     weird = ["a\u2028b man\x85dog", "the\x0bcat\x0c plays \u2029 ball", "\x1c\x1d\x1e"]

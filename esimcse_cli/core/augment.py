@@ -544,11 +544,25 @@ class Augmenter:
             return ""
         return self.tokenizer.convert_tokens_to_string(list(tokens))
 
-    def record(self, text: str) -> AugmentRecord:
+    def tokenize_many(self, texts: Sequence[str]) -> List[List[str]]:
+        """``[self.tokenize(t) for t in texts]``, in one call to a fast tokenizer where there is one."""
+        if self.level == "word" or not texts:
+            return [self.tokenize(t) for t in texts]
+        tok = self.tokenizer
+        if getattr(tok, "is_fast", False):
+            try:
+                enc = tok(list(texts), add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False, verbose=False)
+                return [list(enc.tokens(i)) for i in range(len(texts))]
+            except Exception:  # any oddity of a tokenizer: fall back to the one-by-one path
+                pass
+        return [self.tokenize(t) for t in texts]
+
+    def record(self, text: str, tokens: Optional[List[str]] = None) -> AugmentRecord:
+        """Augment one line; ``tokens`` may carry its (already computed) tokenisation."""
         text = text.rstrip("\r\n")
         if not text.strip():
             return AugmentRecord(original=text, augmented="")
-        toks = self.tokenize(text)
+        toks = self.tokenize(text) if tokens is None else tokens
         n = len(toks)
         removed = [False] * n
         if self.method == "repetition":
@@ -564,17 +578,27 @@ class Augmenter:
                 removed[p] = True
         return AugmentRecord(text, _one_line(self.detokenize(new)), toks, removed, new, added)
 
-    def records(self, texts: Iterable[str], progress: Optional[Callable[[int], None]] = None) -> Iterator[AugmentRecord]:
-        pending = 0
+    def records(
+        self, texts: Iterable[str], progress: Optional[Callable[[int], None]] = None, chunk: int = 256
+    ) -> Iterator[AugmentRecord]:
+        """Stream records in input order. Lines are tokenised ``chunk`` at a time (a fast tokenizer's batch
+        call is several times quicker than one call per line), so output trails input by up to ``chunk`` lines."""
+        buf: List[str] = []
         for text in texts:
-            yield self.record(text)
-            if progress is not None:
-                pending += 1
-                if pending >= 256:
-                    progress(pending)
-                    pending = 0
-        if progress is not None and pending:
-            progress(pending)
+            buf.append(text.rstrip("\r\n"))
+            if len(buf) >= chunk:
+                yield from self._flush(buf, progress)
+                buf = []
+        if buf:
+            yield from self._flush(buf, progress)
+
+    def _flush(self, lines: List[str], progress) -> Iterator[AugmentRecord]:
+        idx = [i for i, t in enumerate(lines) if t.strip()]
+        toks = dict(zip(idx, self.tokenize_many([lines[i] for i in idx])))
+        for i, text in enumerate(lines):
+            yield self.record(text, toks.get(i))
+        if progress is not None:
+            progress(len(lines))
 
     def display_segments(self, tokens: Sequence[str], marks: Sequence[bool]) -> List[Tuple[str, bool]]:
         """Split the detokenised text of ``tokens`` into ``(text, marked)`` runs, for highlighting.
