@@ -220,6 +220,16 @@ def _eval_table(result: dict, title: str):
     return table
 
 
+def _short_labels(specs: List[str]) -> List[str]:
+    """Model labels for tables: the shortest path tails that still tell the models apart."""
+    parts = [Path(s).parts or (s,) for s in specs]
+    for k in range(1, max(len(p) for p in parts) + 1):
+        labels = ["/".join(p[-k:]) for p in parts]
+        if len(set(labels)) == len(set(specs)):
+            return labels
+    return list(specs)
+
+
 def _split_columns(spec: Optional[str]) -> tuple:
     if not spec:
         return (None, None, None)
@@ -358,15 +368,17 @@ def length_analysis_cmd(
     report = length.build_report(results, split, bucket_spec, length_unit, probe_meta)
 
     names = [b["name"] for b in report["buckets"]]
-    table = ui.new_table(f"Spearman x100 by length difference |len(a) - len(b)| in {length_unit}", "model", "task", "pairs", "Spearman")
+    labels = dict(zip(specs, _short_labels(specs)))
+    table = ui.new_table(f"Spearman x100 by length difference |len(a) - len(b)| in {length_unit} "
+                         f"(gap = bucket {names[0]} − bucket {names[-1]})", "model", "task", "pairs", "Spearman")
     for name in names:
         table.add_column(name, justify="right")
-    table.add_column(f"gap {names[0]} − {names[-1]}", justify="right")
+    table.add_column("gap", justify="right")
     for m in results:
         for task, e in m["tasks"].items():
-            table.add_row(str(m["model"]), task, str(e["pairs"]), _fmt_score(e["spearman"]),
+            table.add_row(labels[m["model"]], task, str(e["pairs"]), _fmt_score(e["spearman"]),
                           *[_bucket_cell(b) for b in e["buckets"]], _fmt_score(m["gap"][task]))
-        table.add_row(str(m["model"]), "avg", "", _fmt_score(m["avg"]), *([""] * len(names)), _fmt_score(m["avg_gap"]), style="bold")
+        table.add_row(labels[m["model"]], "avg", "", _fmt_score(m["avg"]), *([""] * len(names)), _fmt_score(m["avg_gap"]), style="bold")
         table.add_section()
     ui.print_table(table)
     if probe_meta is not None:
@@ -379,7 +391,7 @@ def length_analysis_cmd(
             slope = "—" if p["slope"] is None else f"{p['slope']:+.5f}"
             mc = "—" if p["mean_cosine"] is None else f"{p['mean_cosine']:.4f}"
             mi = "—" if p["mean_inserted"] is None else f"{p['mean_inserted']:.2f}"
-            ptable.add_row(str(m["model"]), mi, mc, slope)
+            ptable.add_row(labels[m["model"]], mi, mc, slope)
         ui.print_table(ptable)
     if json_path:
         evaluate.write_json(json_path, report)

@@ -1,0 +1,299 @@
+"""The paper's length-difference study, as a report (``esimcse length-analysis``).
+
+For each model:
+
+1. STS Spearman within length-difference buckets, per task (``evaluate`` with ``buckets``);
+2. the gap between the first and the last bucket (the paper's measure of length bias:
+   a model that leans on length does better on pairs of similar length);
+3. a direct probe of the bias: a sample of sentences and their word-repeated copies (the training-style
+   positive pairs ESimCSE builds with ``augment.word_repetition`` at the model tokenizer's sub-word
+   level). We report the mean cosine similarity of these pairs and the least-squares slope of cosine
+   against the number of inserted tokens (with the mean per count). A model without length bias keeps
+   the cosine flat as more tokens are repeated; a negative slope means that length alone pushes the
+   "same meaning" pair apart.
+
+The original side of each probe pair is the detokenised original tokens, so that the two texts differ
+only by the repeated tokens (and not, say, by lower-casing). The plot needs matplotlib (the ``plot`` extra).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from esimcse_cli.core import evaluate
+from esimcse_cli.core.errors import ConfigError, InputError
+from esimcse_cli.core.sts import Pair
+
+DEFAULT_PROBE_SENTENCES = 1000
+DEFAULT_SEED = 42
+
+
+# ------------------------------------------------------------------------------------------------
+# The repetition probe
+# ------------------------------------------------------------------------------------------------
+def sample_sentences(sentences: Sequence[str], n: int, seed: int = DEFAULT_SEED) -> List[str]:
+    """``n`` distinct non-empty sentences, sampled without replacement with a seeded generator."""
+    if n < 0:
+        raise ConfigError(f"--probe-sentences {n}: must be 0 or more")
+    pool = list(dict.fromkeys(s for s in sentences if s.strip()))
+    if n >= len(pool):
+        return pool
+    return random.Random(seed).sample(pool, n)
+
+
+def read_probe_corpus(path: Union[str, os.PathLike]) -> List[str]:
+    """Non-blank lines of a UTF-8 text file (one sentence per line)."""
+    from esimcse_cli.core.augment import read_lines
+
+    lines = [ln.strip() for ln in read_lines(str(path))]
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        raise InputError(f"{path}: no sentences (the file is empty or blank)")
+    return lines
+
+
+def make_repetition_pairs(tokenizer, sentences: Sequence[str], dup_rate: float = 0.32, variant: str = "paper", seed: int = DEFAULT_SEED):
+    """(originals, copies, inserted counts): sub-word repetition, detokenised with the tokenizer."""
+    from esimcse_cli.core import augment
+
+    augment.check_rate(dup_rate)
+    if variant not in augment.VARIANTS:
+        raise ConfigError(f"--probe-variant {variant!r}: choose from {', '.join(augment.VARIANTS)}")
+    rng = random.Random(seed)
+    originals, copies, inserted = [], [], []
+    for s in sentences:
+        tokens = tokenizer.tokenize(s)
+        if not tokens:
+            continue
+        new = augment.word_repetition(tokens, dup_rate, variant, rng)
+        originals.append(tokenizer.convert_tokens_to_string(tokens))
+        copies.append(tokenizer.convert_tokens_to_string(new))
+        inserted.append(len(new) - len(tokens))
+    return originals, copies, np.asarray(inserted, dtype=np.int64)
+
+
+def fit_slope(x: np.ndarray, y: np.ndarray):
+    """Least-squares line ``y = intercept + slope * x``; ``(None, None)`` when ``x`` is constant."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if len(x) < 2 or np.all(x == x[0]):
+        return None, None
+    xm, ym = x.mean(), y.mean()
+    slope = float(((x - xm) * (y - ym)).sum() / ((x - xm) ** 2).sum())
+    return slope, float(ym - slope * xm)
+
+
+def repetition_probe(
+    encoder,
+    sentences: Sequence[str],
+    dup_rate: float = 0.32,
+    variant: str = "paper",
+    seed: int = DEFAULT_SEED,
+    batch_size: int = 64,
+    progress: Optional[Callable[[int], None]] = None,
+) -> dict:
+    """Mean cosine of (sentence, word-repeated copy) pairs and its slope against inserted tokens."""
+    originals, copies, inserted = make_repetition_pairs(encoder.tokenizer, sentences, dup_rate, variant, seed)
+    out = {"sentences": len(originals), "dup_rate": dup_rate, "variant": variant, "seed": seed}
+    if not originals:
+        out.update({"mean_cosine": None, "mean_inserted": None, "slope": None, "intercept": None, "per_count": [],
+                    "note": "no sentences to probe"})
+        return out
+    emb = np.asarray(encoder.encode(list(originals) + list(copies), batch_size=batch_size, normalize=False, progress=progress))
+    n = len(originals)
+    cos = evaluate._cosine_rows(emb, np.arange(n), np.arange(n, 2 * n))
+    slope, intercept = fit_slope(inserted, cos)
+    per_count = []
+    for k in np.unique(inserted):
+        m = inserted == k
+        per_count.append({"inserted": int(k), "pairs": int(m.sum()), "mean_cosine": round(float(cos[m].mean()), 6)})
+    out.update({
+        "mean_cosine": round(float(cos.mean()), 6),
+        "mean_inserted": round(float(inserted.mean()), 4),
+        "slope": None if slope is None else round(slope, 6),
+        "intercept": None if intercept is None else round(intercept, 6),
+        "per_count": per_count,
+    })
+    if slope is None:
+        out["note"] = "slope undefined: every copy has the same number of inserted tokens"
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Per model and the report
+# ------------------------------------------------------------------------------------------------
+def bucket_gaps(result: dict) -> Dict[str, Optional[float]]:
+    """First bucket's Spearman minus the last bucket's, per task (None where either is undefined)."""
+    gaps = {}
+    for task, entry in result["tasks"].items():
+        bs = entry.get("buckets") or []
+        if len(bs) < 2 or bs[0]["spearman"] is None or bs[-1]["spearman"] is None:
+            gaps[task] = None
+        else:
+            gaps[task] = round(bs[0]["spearman"] - bs[-1]["spearman"], 4)
+    return gaps
+
+
+def analyze_model(
+    encoder,
+    task_pairs: Dict[str, Sequence[Pair]],
+    probe_texts: Sequence[str] = (),
+    split: str = "test",
+    buckets: Optional[str] = None,
+    length_unit: str = "words",
+    batch_size: int = 64,
+    dup_rate: float = 0.32,
+    variant: str = "paper",
+    seed: int = DEFAULT_SEED,
+    label: Optional[str] = None,
+    progress: Optional[Callable[[int], None]] = None,
+) -> dict:
+    """Bucketed STS results, bucket gaps and the repetition probe for one model."""
+    spec = buckets if buckets else evaluate.DEFAULT_BUCKETS
+    res = evaluate.evaluate_loaded(encoder, task_pairs, split=split, buckets=spec, length_unit=length_unit,
+                                   batch_size=batch_size, progress=progress)
+    gaps = bucket_gaps(res)
+    known = [g for g in gaps.values() if g is not None]
+    entry = {
+        "model": label if label is not None else res["model"],
+        "name": res["model"],
+        "pooling": res["pooling"],
+        "max_length": res["max_length"],
+        "tasks": res["tasks"],
+        "avg": res["avg"],
+        "gap": gaps,
+        "avg_gap": round(sum(known) / len(known), 4) if known else None,
+        "sentences": res["sentences"],
+    }
+    if probe_texts:
+        entry["probe"] = repetition_probe(encoder, probe_texts, dup_rate, variant, seed, batch_size, progress=progress)
+    return entry
+
+
+def probe_work(task_pairs, probe_texts) -> int:
+    """Sentences each model encodes (for a progress total): distinct STS sentences + 2 per probe text."""
+    return len(evaluate.unique_sentences(task_pairs)) + 2 * len(probe_texts)
+
+
+def build_report(models: List[dict], split: str, buckets: Optional[str], length_unit: str, probe: Optional[dict]) -> dict:
+    spec = buckets if buckets else evaluate.DEFAULT_BUCKETS
+    return {
+        "schema": evaluate.SCHEMA_VERSION,
+        "split": split,
+        "length_unit": length_unit,
+        "buckets": [b.as_dict() for b in evaluate.parse_buckets(spec)],
+        "probe": probe,
+        "models": models,
+    }
+
+
+def length_analysis(
+    model_specs: Sequence[Optional[str]],
+    data_dir,
+    tasks=None,
+    split: str = "test",
+    buckets: Optional[str] = None,
+    length_unit: str = "words",
+    batch_size: int = 64,
+    probe_sentences: int = DEFAULT_PROBE_SENTENCES,
+    probe_corpus=None,
+    dup_rate: float = 0.32,
+    variant: str = "paper",
+    seed: int = DEFAULT_SEED,
+    pooling: Optional[str] = None,
+    max_length: Optional[int] = None,
+    device: str = "auto",
+) -> dict:
+    """The whole report for programmatic use (the CLI runs the same steps with progress bars)."""
+    from esimcse_cli.core.models import load_encoder
+
+    evaluate.parse_buckets(buckets)  # fail early on a bad spec
+    task_pairs = evaluate.load_tasks(data_dir, tasks, split)
+    probe_texts, probe_meta = choose_probe_texts(task_pairs, probe_sentences, probe_corpus, seed)
+    models = []
+    for spec in (list(model_specs) or [None]):
+        enc = load_encoder(spec, pooling=pooling, max_length=max_length, device=device)
+        models.append(analyze_model(enc, task_pairs, probe_texts, split, buckets, length_unit, batch_size,
+                                    dup_rate, variant, seed, label=spec or "default"))
+    if probe_meta is not None:
+        probe_meta.update({"dup_rate": dup_rate, "variant": variant, "level": "subword"})
+    return build_report(models, split, buckets, length_unit, probe_meta)
+
+
+def choose_probe_texts(task_pairs, n: int, corpus=None, seed: int = DEFAULT_SEED):
+    """The probe's sentences and a description of where they came from (``(texts, None)`` when off)."""
+    if n <= 0:
+        if n < 0:
+            raise ConfigError(f"--probe-sentences {n}: must be 0 or more")
+        return [], None
+    if corpus is not None:
+        pool, source = read_probe_corpus(corpus), str(corpus)
+    else:
+        pool, source = evaluate.unique_sentences(task_pairs), "sts"
+    texts = sample_sentences(pool, n, seed)
+    return texts, {"source": source, "sentences": len(texts), "seed": seed}
+
+
+# ------------------------------------------------------------------------------------------------
+# Plot
+# ------------------------------------------------------------------------------------------------
+def plot_report(report: dict, path: Union[str, os.PathLike]) -> None:
+    """Grouped bar chart of Spearman per bucket, per model (one panel per task), plus the probe curve."""
+    from pathlib import Path
+
+    from esimcse_cli.core.atomic import atomic_path, check_output_path
+
+    check_output_path(path)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("--plot needs matplotlib: pip install 'esimcse-cli[plot]'") from None
+    ext = Path(path).suffix.lower().lstrip(".") or "png"
+    if ext not in ("png", "pdf", "svg", "jpg", "jpeg"):
+        raise ConfigError(f"--plot {path}: use a .png, .pdf, .svg or .jpg file name")
+    models = report["models"]
+    tasks = list(models[0]["tasks"]) if models else []
+    has_probe = any(m.get("probe") and m["probe"].get("per_count") for m in models)
+    panels = len(tasks) + (1 if has_probe else 0)
+    cols = min(4, max(1, panels))
+    rows = (panels + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    names = [b["name"] for b in report["buckets"]]
+    width = 0.8 / max(1, len(models))
+    for i, task in enumerate(tasks):
+        ax = axes[i // cols][i % cols]
+        for j, m in enumerate(models):
+            vals = [b["spearman"] if b["spearman"] is not None else np.nan for b in m["tasks"][task].get("buckets", [])]
+            xs = np.arange(len(vals)) + (j - (len(models) - 1) / 2) * width
+            ax.bar(xs, vals, width=width, label=str(m["model"]))
+        ax.set_xticks(np.arange(len(names)))
+        ax.set_xticklabels(names)
+        ax.set_title(task)
+        ax.set_xlabel(f"|len(a) - len(b)| ({report['length_unit']})")
+        ax.set_ylabel("Spearman x100")
+    if has_probe:
+        ax = axes[len(tasks) // cols][len(tasks) % cols]
+        for m in models:
+            pc = (m.get("probe") or {}).get("per_count") or []
+            ax.plot([p["inserted"] for p in pc], [p["mean_cosine"] for p in pc], marker="o", label=str(m["model"]))
+        ax.set_title("repetition probe")
+        ax.set_xlabel("inserted sub-word tokens")
+        ax.set_ylabel("mean cosine")
+    for k in range(panels, rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    if models:
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(models), 4), frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    try:
+        with atomic_path(path, suffix="." + ext) as tmp:
+            fig.savefig(tmp, format="jpeg" if ext == "jpg" else ext, dpi=120)
+    finally:
+        plt.close(fig)
