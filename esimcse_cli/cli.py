@@ -402,6 +402,128 @@ def length_analysis_cmd(
 
 
 # ---- train -----------------------------------------------------------------------------------
+_TRAIN_EXTRA = "loss {task.fields[loss]} · dev {task.fields[dev]} · best {task.fields[best]} · {task.fields[sps]} sent/s"
+
+
+def _f(value, fmt: str = "{:.2f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+@app.command("train")
+def train_cmd(
+    corpus: Optional[str] = typer.Argument(None, help="Training sentences: one per line (- = stdin), or .csv/.tsv/.jsonl/.parquet with --text-column."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Output folder (default: esimcse-model)."),
+    config: Optional[str] = typer.Option(None, "--config", help="YAML file of options; command-line flags override it."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="The paper's hyperparameters: bert-base | bert-large | roberta-base | roberta-large."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    method: Optional[str] = typer.Option(None, "--method", help="esimcse (default) | simcse: sets the defaults of the two switches below."),
+    repetition: Optional[bool] = typer.Option(None, "--repetition/--no-repetition", help="Build positives by word repetition (ESimCSE)."),
+    momentum_queue: Optional[bool] = typer.Option(None, "--momentum-queue/--no-momentum-queue", help="Add momentum-encoder queue negatives."),
+    dup_rate: Optional[float] = typer.Option(None, "--dup-rate", help="Repetition rate (default 0.32)."),
+    repetition_variant: Optional[str] = typer.Option(None, "--repetition-variant", help="paper | official count formula."),
+    momentum: Optional[float] = typer.Option(None, "--momentum", help="EMA coefficient m (default 0.995)."),
+    momentum_variant: Optional[str] = typer.Option(None, "--momentum-variant", help="paper (own MLP copy, EMA after each step) | official (online MLP, EMA in the forward)."),
+    queue_ratio: Optional[float] = typer.Option(None, "--queue-ratio", help="Queue size as a multiple of the batch size (default 2.5)."),
+    queue_size: Optional[int] = typer.Option(None, "--queue-size", help="Queue size in sentences (overrides --queue-ratio)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Softmax temperature (default 0.05)."),
+    pooler: Optional[str] = typer.Option(None, "--pooler", help="Training pooler: cls (default; [CLS] + MLP in training, raw [CLS] at test) | cls_before_pooler | avg | avg_first_last | avg_top2."),
+    mlp: Optional[bool] = typer.Option(None, "--mlp/--no-mlp", help="Training-only MLP over the pooled vector (default: on for cls)."),
+    dropout: Optional[float] = typer.Option(None, "--dropout", help="Override the model's dropout (default: its config)."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Truncate training sentences to this many tokens (default 32)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Sentences per batch, over all processes (default 64)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 3e-5)."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay (default 0)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the corpus (default 1; ignored with --max-steps)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help="Linear warm-up steps (default 0)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="linear (decay to 0, default) | constant."),
+    grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step (default 1)."),
+    max_grad_norm: Optional[float] = typer.Option(None, "--max-grad-norm", help="Clip the gradient norm (default: off)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 42)."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bfloat16 autocast (CUDA only)."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    dev_data: Optional[str] = typer.Option(None, "--dev-data", help="SentEval data folder: select the best model on STS-B dev."),
+    eval_steps: Optional[int] = typer.Option(None, "--eval-steps", help="Score STS-B dev every N steps (default 125)."),
+    log_steps: Optional[int] = typer.Option(None, "--log-steps", help="Write a metrics.jsonl line every N steps (default 10)."),
+    save_steps: Optional[int] = typer.Option(None, "--save-steps", help="Save resumable state every N steps (default 500; 0 = only on interrupt)."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="Column to read from csv/tsv/jsonl/parquet."),
+    dedupe: Optional[bool] = typer.Option(None, "--dedupe/--no-dedupe", help="Drop repeated sentences (first one kept)."),
+    encoding_errors: Optional[str] = typer.Option(None, "--encoding-errors", help="strict | replace | ignore, for text that is not UTF-8."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the state saved in the output folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder's run."),
+    keep_state: Optional[bool] = typer.Option(None, "--keep-state/--no-keep-state", help="Keep the resumable state after a finished run."),
+    trust_remote_code: Optional[bool] = typer.Option(None, "--trust-remote-code", help="Allow custom model code from the model folder/hub."),
+) -> None:
+    """Train sentence embeddings with ESimCSE (or SimCSE, or any ablation) and write a model folder."""
+    from esimcse_cli.core.config import build_config
+    from esimcse_cli.core.trainer import TrainInterrupted, config_for_resume, train
+
+    values = dict(
+        corpus=corpus, output_dir=output, preset=preset, model=model, method=method, repetition=repetition,
+        momentum_queue=momentum_queue, dup_rate=dup_rate, repetition_variant=repetition_variant, momentum=momentum,
+        momentum_variant=momentum_variant, queue_ratio=queue_ratio, queue_size=queue_size, temperature=temperature,
+        pooler=pooler, mlp=mlp, dropout=dropout, max_length=max_length, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, epochs=epochs, max_steps=max_steps, warmup=warmup, scheduler=scheduler,
+        grad_accum=grad_accum, max_grad_norm=max_grad_norm, seed=seed, bf16=bf16, device=device, dev_data=dev_data,
+        eval_steps=eval_steps, log_steps=log_steps, save_steps=save_steps, text_column=text_column, dedupe=dedupe,
+        encoding_errors=encoding_errors, overwrite=overwrite or None, keep_state=keep_state, trust_remote_code=trust_remote_code,
+    )
+    if resume:
+        if output is None:
+            raise EsimcseError("--resume needs -o OUT_DIR, the folder of the interrupted run")
+        cfg = config_for_resume(output, values)
+    else:
+        cfg = build_config(values, config)
+        if cfg.output_dir is None:
+            cfg.output_dir = "esimcse-model"
+        if cfg.corpus is None:
+            raise EsimcseError("no corpus given: esimcse train CORPUS [-o OUT_DIR]")
+    main_rank = os.environ.get("RANK", "0") == "0"
+
+    with ui.deferred_progress("training", unit="step", extra=_TRAIN_EXTRA) as start:
+        bar = {}
+
+        def on_start(info: dict) -> None:
+            c = info["corpus"]
+            ui.info(
+                f"corpus {c['source']}: {c['sentences']:,} sentences ({c['blank']:,} blank, {c['duplicates']:,} duplicate lines skipped); "
+                f"model {info['model']} on {info['device']} x{info['world_size']}; queue {info['queue_size']}; "
+                f"{info['total_steps']:,} steps" + (f", resuming at {info['start_step']:,}" if info["start_step"] else "")
+            )
+            bar["advance"] = start(info["total_steps"])
+            if info["start_step"]:
+                bar["advance"](info["start_step"])
+
+        def on_step(row: dict) -> None:
+            adv = bar.get("advance")
+            if adv is None:
+                return
+            fields = {"best": _f(row.get("best_dev"))}
+            if row.get("loss") is not None:
+                fields["loss"] = _f(row["loss"], "{:.4f}")
+            if row.get("sentences_per_s"):
+                fields["sps"] = _f(row["sentences_per_s"], "{:,.0f}")
+            if "dev_spearman" in row:
+                fields["dev"] = _f(row["dev_spearman"])
+            adv(0 if row["step"] == 0 else 1, **fields)
+
+        try:
+            res = train(cfg, on_start=on_start, on_step=on_step, command=sys.argv)
+        except TrainInterrupted as exc:
+            if main_rank:
+                ui.warn(str(exc))
+            raise typer.Exit(exc.exit_code)
+    if not main_rank:
+        return
+    table = ui.new_table("esimcse train", "what", "value")
+    table.add_row("method", f"{cfg.method} (repetition {'on' if cfg.resolved().repetition else 'off'}, momentum queue {'on' if cfg.resolved().momentum_queue else 'off'})")
+    table.add_row("steps", f"{res.step:,} / {res.total_steps:,}")
+    table.add_row("final loss", _f(res.last_loss, "{:.4f}"))
+    table.add_row("best STS-B dev", f"{_f(res.best_dev)} (step {res.best_step})" if res.best_dev is not None else "- (no --dev-data: last model kept)")
+    table.add_row("sentences/s", _f(res.sentences_per_s, "{:,.1f}"))
+    table.add_row("wall time", f"{res.wall_s:,.1f} s")
+    table.add_row("output", res.output_dir)
+    ui.print_table(table)
 
 
 def main() -> None:

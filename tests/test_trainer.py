@@ -236,7 +236,7 @@ def test_two_process_gloo_run_matches_one_process(tiny_model_dir, corpus, tmp_pa
     r1 = subprocess.run([sys.executable, "-m", "esimcse_cli", "train", str(corpus), "-o", str(one), *common],
                         capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert r1.returncode == 0, r1.stderr[-2000:]
-    r2 = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+    r2 = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                          "-m", "esimcse_cli", "train", str(corpus), "-o", str(two), *common],
                         capture_output=True, text=True, env=env, cwd=REPO, timeout=180)
     assert r2.returncode == 0, r2.stderr[-3000:]
@@ -245,3 +245,31 @@ def test_two_process_gloo_run_matches_one_process(tiny_model_dir, corpus, tmp_pa
         torch.testing.assert_close(a[k], b[k], atol=2e-5, rtol=1e-4)
     manifest = json.loads((two / "manifest.json").read_text())
     assert manifest["world_size"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_signal_saves_state_and_resume_continues(tiny_model_dir, corpus, tmp_path, sig, code):
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    cmd = [sys.executable, "-m", "esimcse_cli", "train", str(corpus), "-o", str(out), "--model", str(tiny_model_dir),
+           "--batch-size", "8", "--max-steps", "100000", "--max-length", "16", "--eval-steps", "0", "--save-steps", "0", "--log-steps", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    deadline = time.time() + 90
+    while time.time() < deadline and not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().count("\n") >= 2):
+        time.sleep(0.2)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err[-2000:]
+    assert "Traceback" not in err and "--resume" in err
+    meta = json.loads((out / "state" / "state.json").read_text())
+    assert meta["step"] >= 2
+    assert not list(out.glob(".*tmp"))  # no temporary leftovers
+    r = subprocess.run([sys.executable, "-m", "esimcse_cli", "train", "--resume", "-o", str(out), "--max-steps", str(meta["step"] + 2)],
+                       capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((out / "manifest.json").read_text())["steps"] == meta["step"] + 2
+    assert not (out / "state").exists()

@@ -459,7 +459,7 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
         _write_metrics(out / "metrics.jsonl", metrics)
     distrib.barrier(dist)
 
-    info = {"total_steps": total, "start_step": step, "corpus": corpus.stats, "queue_size": queue.size if queue else 0,
+    info = {"total_steps": total, "start_step": step, "corpus": corpus.stats, "queue_size": queue.size if queue is not None else 0,
             "device": device, "world_size": dist.world_size, "output_dir": str(out), "model": b.name}
     if main and on_start:
         on_start(info)
@@ -501,6 +501,9 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
             on_step({"step": 0, "total_steps": total, "dev_spearman": dev0, "best_dev": None})
 
     # ---- the loop
+    if distrib.any_rank(signals.signum is not None, dist):
+        name = signal.Signals(signals.signum or signal.SIGINT).name
+        raise TrainInterrupted(f"{name} before the first step: nothing trained, nothing saved", signals.signum or signal.SIGINT)
     stopped = None
     last_loss = None
     window_loss, window_n, window_t = 0.0, 0, time.time()
