@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clirunner import run_main
+
 from esimcse_cli.core.embed import encode_file
 from esimcse_cli.core.models import load_encoder
 
@@ -27,6 +29,7 @@ MIXED = [
 
 
 def run_cli(*args, input_bytes: bytes | None = None, cwd=None):
+    """A real subprocess: used once, to show `python -m esimcse_cli` works end to end."""
     return subprocess.run(
         [sys.executable, "-m", "esimcse_cli", *args], input=input_bytes, capture_output=True, cwd=cwd, timeout=300
     )
@@ -80,8 +83,8 @@ def test_cli_file_and_stdout_pipeline_agree(tiny_model_dir, tmp_path):
     assert r.returncode == 0, r.stderr.decode()
     from_file = np.load(out)
     assert from_file.shape == (len(MIXED), 32)
-    r2 = run_cli("encode", "-", "-o", "-", "--model", str(tiny_model_dir), input_bytes=src.read_bytes())
-    assert r2.returncode == 0, r2.stderr.decode()
+    r2 = run_main("encode", "-", "-o", "-", "--model", str(tiny_model_dir), stdin=src.read_bytes())
+    assert r2.code == 0, r2.stderr
     from_pipe = np.load(io.BytesIO(r2.stdout))
     np.testing.assert_array_equal(from_pipe, from_file)
     # the blank line was counted once in a warning, and still has a row
@@ -145,12 +148,12 @@ def test_bad_input_one_line_exit_2_no_output(tiny_model_dir, tmp_path, args, nee
     (tmp_path / "latin1.txt").write_bytes(b"fine\ncaf\xe9\n")
     if "--model" not in args:
         args = args + ["--model", str(tiny_model_dir)]
-    r = run_cli(*args, cwd=tmp_path)
-    err = r.stderr.decode()
-    assert r.returncode == 2, err
+    r = run_main(*args, cwd=tmp_path)
+    err = r.stderr
+    assert r.code == 2, err
     assert needle in err
     assert "Traceback" not in err
-    assert len([l for l in err.splitlines() if l.strip()]) == 1, err
+    assert len(r.lines) == 1, err
     assert not (tmp_path / "out.npy").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
