@@ -241,8 +241,17 @@ def _split_columns(spec: Optional[str]) -> tuple:
     return tuple(parts)
 
 
+def _data_dir(positional: Optional[str], option: Optional[str]) -> Optional[str]:
+    if positional and option and Path(positional) != Path(option):
+        from esimcse_cli.core.errors import ConfigError
+
+        raise ConfigError(f"two data folders given ({positional} and --data-dir {option}): give one")
+    return positional or option
+
+
 @app.command("eval-sts")
 def eval_sts(
+    data: Optional[str] = typer.Argument(None, metavar="DATA_DIR", help="Same as --data-dir."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", "-d", envvar="ESIMCSE_DATA_DIR", help=DATA_DIR_HELP),
     tasks: Optional[str] = typer.Option(None, "--tasks", "-t", help=TASKS_HELP),
     split: str = typer.Option("test", "--split", help="Split for STSBenchmark and SICKRelatedness: test | dev | train (SICK dev = trial)."),
@@ -263,7 +272,7 @@ def eval_sts(
 ) -> None:
     """STS12-16, STS-B and SICK-R (SentEval protocol): cosine -> Spearman x100, every distinct sentence encoded once.
 
-    Example: esimcse eval-sts --data-dir ../shared/data --json sts.json
+    Example: esimcse eval-sts ../shared/data --json sts.json
     """
     from esimcse_cli.core import evaluate
     from esimcse_cli.core.atomic import check_output_path
@@ -285,7 +294,7 @@ def eval_sts(
     for out_path in (json_path, csv_path):
         if out_path:
             check_output_path(out_path)
-    task_pairs = evaluate.load_tasks(data_dir, tasks, split, pairs or (), _split_columns(pairs_columns))
+    task_pairs = evaluate.load_tasks(_data_dir(data, data_dir), tasks, split, pairs or (), _split_columns(pairs_columns))
     enc = load_encoder(model, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
     n_distinct = len(evaluate.unique_sentences(task_pairs))
     with ui.progress_bar(n_distinct, "encoding STS sentences", unit="sent") as advance:
@@ -304,6 +313,7 @@ def eval_sts(
 
 @app.command("length-analysis")
 def length_analysis_cmd(
+    data: Optional[str] = typer.Argument(None, metavar="DATA_DIR", help="Same as --data-dir."),
     models: Optional[List[str]] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " Repeat to compare models (default: the bundled model)."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", "-d", envvar="ESIMCSE_DATA_DIR", help=DATA_DIR_HELP),
     tasks: Optional[str] = typer.Option(None, "--tasks", "-t", help=TASKS_HELP),
@@ -354,7 +364,7 @@ def length_analysis_cmd(
             import matplotlib  # noqa: F401
         except ImportError:
             raise ConfigError("--plot needs matplotlib: pip install 'esimcse-cli[plot]'") from None
-    task_pairs = evaluate.load_tasks(data_dir, tasks, split)
+    task_pairs = evaluate.load_tasks(_data_dir(data, data_dir), tasks, split)
     probe_texts, probe_meta = length.choose_probe_texts(task_pairs, probe_sentences, probe_corpus, seed)
     specs = list(models or ["default"])
     results = []

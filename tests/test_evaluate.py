@@ -12,7 +12,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from esimcse_cli.core import evaluate, sts
-from esimcse_cli.core.errors import ConfigError
+from esimcse_cli.core.errors import ConfigError, InputError
 from esimcse_cli.core.sts import Pair
 
 from sts_fixtures import expected_counts, make_senteval
@@ -316,3 +316,26 @@ def test_default_model_stsb_test_matches_sentence_transformers(shared_data):
     ref = spearmanr(cos, [p.score for p in pairs]).statistic * 100
     assert ours["spearman"] == pytest.approx(ref, abs=0.05)
     assert ours["spearman"] == pytest.approx(82.03, abs=0.05)
+
+
+def test_default_tasks_are_those_present_with_a_warning(senteval, caplog):
+    import shutil
+
+    shutil.rmtree(senteval / "STS" / "STS15-en-test")
+    shutil.rmtree(senteval / "SICK")
+    with caplog.at_level("WARNING", logger="esimcse"):
+        loaded = evaluate.load_tasks(senteval)
+    assert list(loaded) == ["STS12", "STS13", "STS14", "STS16", "STSBenchmark"]
+    assert "STS15, SICKRelatedness not found" in caplog.text
+    with pytest.raises(InputError, match="SICKRelatedness: task folder not found"):
+        evaluate.load_tasks(senteval, "STS12,SICK")
+
+
+def test_cli_positional_data_dir(monkeypatch, capsys, tmp_path, tiny_model_dir, senteval):
+    js = tmp_path / "p.json"
+    code, out, err = run_cli(monkeypatch, capsys, "eval-sts", senteval, "--tasks", "STS16", "--model", tiny_model_dir,
+                             "--device", "cpu", "--json", js)
+    assert code == 0, err
+    assert json.loads(js.read_text())["tasks"]["STS16"]["pairs"] == expected_counts(16)["STS16"]
+    code, out, err = run_cli(monkeypatch, capsys, "eval-sts", senteval, "--data-dir", tmp_path, "--tasks", "STS16")
+    assert code == 2 and "two data folders" in err

@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 import numpy as np
 
 from esimcse_cli.core import sts
-from esimcse_cli.core.errors import ConfigError
+from esimcse_cli.core.errors import ConfigError, InputError
 from esimcse_cli.core.sts import Pair
 
 Progress = Callable[[int], None]
@@ -250,15 +250,28 @@ def load_tasks(
     """Load the requested tasks (JSON key -> pairs), plus user pair files keyed by file stem.
 
     With ``pairs_files`` and no ``tasks``, only the pair files are loaded (``data_dir`` may be None).
+    With neither, every standard task whose folder exists is loaded, and the missing ones are named
+    in a warning; a task asked for by name must exist.
     """
+    import logging
     from pathlib import Path
 
     out: Dict[str, List[Pair]] = {}
     if tasks is not None or not pairs_files:
-        names = sts.resolve_tasks(tasks)
         if data_dir is None:
             raise ConfigError("--data-dir is needed for the STS tasks (SentEval's data/downstream folder or its parent)")
         root = sts.find_senteval_dir(data_dir)
+        if tasks is None:
+            names = sts.available_tasks(root)
+            missing = [t for t in sts.TASKS if t not in names]
+            if not names:
+                raise InputError(f"{root}: none of the STS tasks were found ({', '.join(sts.TASKS)})")
+            if missing:
+                logging.getLogger("esimcse").warning(
+                    "%s not found under %s; evaluating %s (name tasks with --tasks to require them)",
+                    ", ".join(missing), root, ", ".join(names))
+        else:
+            names = sts.resolve_tasks(tasks)
         for name in names:
             out[name] = sts.load_task(root, name, split)
     for f in pairs_files:

@@ -30,6 +30,7 @@ __all__ = [
     "SPLITS",
     "find_senteval_dir",
     "resolve_tasks",
+    "available_tasks",
     "load_task",
     "read_pairs_file",
     "normalize",
@@ -141,6 +142,12 @@ def resolve_tasks(names: Optional[Union[str, Sequence[str]]]) -> List[str]:
             raise InputError(f"unknown task {p!r}: choose from {', '.join(TASKS)} (or 'all')")
         chosen.add(key)
     return [t for t in TASKS if t in chosen]
+
+
+def available_tasks(data_dir: Union[str, os.PathLike]) -> List[str]:
+    """The standard tasks whose folder exists under the data root (in :data:`TASKS` order)."""
+    root = find_senteval_dir(data_dir)
+    return [t for t in TASKS if any((root / rel).is_dir() for rel in _TASK_DIRS[t])]
 
 
 def _task_dir(root: Path, task: str) -> Path:
