@@ -536,10 +536,55 @@ def train_cmd(
     ui.print_table(table)
 
 
+def _on_signal(signum, frame) -> None:
+    """SIGINT and SIGTERM both become KeyboardInterrupt, so atomic writers and progress bars clean up."""
+    _state["signal"] = signum
+    raise KeyboardInterrupt
+
+
+def _install_signal_handlers() -> dict:
+    """Route SIGINT/SIGTERM through :func:`_on_signal` (main thread only; a signal the parent ignores stays ignored)."""
+    import signal
+    import threading
+
+    saved: dict = {}
+    if threading.current_thread() is not threading.main_thread():
+        return saved
+    for sig, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+        current = signal.getsignal(sig)
+        if current is default:
+            saved[sig] = current
+            signal.signal(sig, _on_signal)
+    return saved
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def main() -> None:
-    """Console-script entry point: run the app, turning user errors into one-line messages."""
+    """Console-script entry point: run the app, turning user errors into one-line messages.
+
+    Exit codes: 0 success; 1 internal error (a bug); 2 bad input or usage; 130 SIGINT; 143 SIGTERM
+    (an interrupted run leaves no partial output file).
+    """
+    import signal
+
+    _state.pop("signal", None)
+    _state["debug"] = os.environ.get("ESIMCSE_DEBUG", "") not in ("", "0")  # --debug sets it again per run
+    saved = _install_signal_handlers()
     try:
-        app()
+        rv = app(standalone_mode=False)
+    except typer.TyperException as exc:  # click's usage errors (Typer vendors click): one line, no box
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            sys.exit(2)  # the help text was already shown
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None and getattr(ctx, "command_path", None) else ""
+        ui.error(_one_line(exc.format_message()) + hint)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        ui.error("aborted")
+        sys.exit(1)
     except EsimcseError as exc:
         if _state["debug"]:
             raise
@@ -560,3 +605,12 @@ def main() -> None:
             raise
         ui.error(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (rerun with --debug for the traceback)")
         sys.exit(1)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    if isinstance(rv, int) and rv:
+        got = _state.get("signal")
+        if got is not None and rv == 130:  # Typer turns KeyboardInterrupt into exit 130
+            rv = 128 + int(got)
+            ui.error(f"interrupted ({signal.Signals(got).name})")
+        sys.exit(rv)
