@@ -69,6 +69,8 @@ def check_encode_args(
             raise InputError(f"{source}: --text-column applies to csv, tsv, jsonl and parquet files, not plain text")
     if str(output) != "-":
         check_output_path(output)
+        if source is not None and str(source) != "-" and Path(output).exists() and os.path.samefile(source, output):
+            raise InputError(f"{output}: is also the input file; writing there would destroy it (choose another -o)")
 
 
 def encode_file(
@@ -98,6 +100,8 @@ def encode_file(
     stats = EncodeStats(dim=encoder.dim, output=str(output))
     with corpus.materialize(source) as path:
         n = corpus.count_texts(path, text_column, encoding_errors, display=display)
+        if n == 0:
+            raise InputError(f"{display}: no texts (the input is empty); nothing to encode")
         stats.rows = n
         advance = progress_start(n) if progress_start else None
         texts = _watch(corpus.iter_texts(path, text_column, encoding_errors, display=display), stats)

