@@ -101,6 +101,7 @@ def augment_cmd(
     model: Optional[str] = typer.Option(None, "--model", help=MODEL_HELP + " Only its tokenizer is loaded."),
     show: bool = typer.Option(False, "--show", help="Also print a table of original vs augmented lines, changes highlighted."),
     show_limit: int = typer.Option(20, "--show-limit", help="Rows in the --show table."),
+    encoding_errors: str = typer.Option("strict", "--encoding-errors", help="strict | replace | ignore, for text that is not UTF-8."),
 ) -> None:
     """ESimCSE word repetition (or random insertion/deletion) of each input line; one output line per input line.
 
@@ -108,12 +109,19 @@ def augment_cmd(
     """
     from esimcse_cli.core import augment as aug
     from esimcse_cli.core.atomic import atomic_path, check_output_path
+    from esimcse_cli.core.errors import ConfigError, InputError
 
     aug.check_options(method, level, variant, insert_token, dup_rate)
+    if show_limit < 0:
+        raise ConfigError(f"--show-limit must be 0 or more, got {show_limit}")
     aug.check_input_path(input)
     to_file = output is not None and output != "-"
     if to_file:
         check_output_path(output)
+        if input != "-" and Path(output).exists() and os.path.samefile(input, output):
+            raise InputError(f"{output}: is also the input file; writing there would destroy it (choose another -o)")
+    if not to_file:  # stdout cannot be taken back: find undecodable bytes (and emptiness) before the first line goes out
+        aug.check_input_text(input, encoding_errors)
     tokenizer = aug.load_tokenizer(model) if aug.needs_tokenizer(method, level, insert_token) else None
     augmenter = aug.Augmenter(tokenizer, method, level, dup_rate, variant, insert_token, seed)
 
@@ -127,7 +135,7 @@ def augment_cmd(
             bar_cm = ui.progress_bar(total, "augment", unit="line")
             advance = bar_cm.__enter__()
         try:
-            records = augmenter.records(aug.read_lines(input), progress=advance if use_bar else None)
+            records = augmenter.records(aug.read_lines(input, encoding_errors=encoding_errors), progress=advance if use_bar else None)
             chunk: list = []
             for rec in records:
                 counts["lines"] += 1
@@ -140,6 +148,8 @@ def augment_cmd(
                     chunk = []
             if chunk:
                 write("\n".join(chunk) + "\n")
+            if counts["lines"] == 0:
+                raise InputError(f"{'<stdin>' if input == '-' else input}: no lines (the input is empty); nothing to augment")
         finally:
             if use_bar:
                 bar_cm.__exit__(None, None, None)

@@ -462,7 +462,7 @@ def make_inserter(insert_token: str, tokenizer=None, level: str = "subword", as_
 # ---------------------------------------------------------------------------------------------
 def load_tokenizer(spec: Optional[str] = None, trust_remote_code: bool = False):
     """Load only the tokenizer of ``--model`` (default: the bundled model)."""
-    from esimcse_cli.core.models import read_model_record, resolve_model_path
+    from esimcse_cli.core.models import check_tokenizer, read_model_record, resolve_model_path
 
     where, kind = resolve_model_path(spec)
     load_from = where
@@ -473,7 +473,7 @@ def load_tokenizer(spec: Optional[str] = None, trust_remote_code: bool = False):
     try:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(load_from, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(load_from, trust_remote_code=trust_remote_code)
     except Exception as exc:  # OSError, ValueError, tokenizer parse errors...
         if kind == "hub":
             raise ModelLoadError(
@@ -482,6 +482,8 @@ def load_tokenizer(spec: Optional[str] = None, trust_remote_code: bool = False):
             ) from exc
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"{load_from}: cannot load tokenizer: {first}") from exc
+    check_tokenizer(tokenizer, load_from)
+    return tokenizer
 
 
 @dataclass
@@ -662,11 +664,14 @@ def augment_texts(
 # ---------------------------------------------------------------------------------------------
 # Input
 # ---------------------------------------------------------------------------------------------
-def read_lines(source: str | os.PathLike, stdin=None) -> Iterator[str]:
+def read_lines(source: str | os.PathLike, stdin=None, encoding_errors: str = "strict") -> Iterator[str]:
     """Stream the lines of a UTF-8 file (``-`` = stdin) without their line ends.
 
-    A line that is not valid UTF-8 raises :class:`InputError` naming ``file:line``.
+    A line that is not valid UTF-8 raises :class:`InputError` naming ``file:line``, unless
+    ``encoding_errors`` is ``replace`` (U+FFFD) or ``ignore`` (CLI ``--encoding-errors``).
     """
+    if encoding_errors not in ENCODING_ERRORS:
+        raise ConfigError(f"--encoding-errors must be one of {', '.join(ENCODING_ERRORS)}; got {encoding_errors!r}")
     name = str(source)
     if name == "-":
         import sys
@@ -677,7 +682,7 @@ def read_lines(source: str | os.PathLike, stdin=None) -> Iterator[str]:
             for line in stream:
                 yield line.rstrip("\r\n")
             return
-        yield from _decode_lines(buf, "<stdin>")
+        yield from _decode_lines(buf, "<stdin>", encoding_errors)
         return
     path = Path(name)
     if not path.exists():
@@ -689,7 +694,7 @@ def read_lines(source: str | os.PathLike, stdin=None) -> Iterator[str]:
     except OSError as exc:
         raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from None
     with fh:
-        yield from _decode_lines(fh, name)
+        yield from _decode_lines(fh, name, encoding_errors)
 
 
 def check_input_path(source: str | os.PathLike) -> None:
@@ -704,15 +709,28 @@ def check_input_path(source: str | os.PathLike) -> None:
         raise InputError(f"{name}: is a folder, expected a text file")
 
 
-def _decode_lines(fh, name: str) -> Iterator[str]:
+ENCODING_ERRORS = ("strict", "replace", "ignore")
+
+
+def _decode_lines(fh, name: str, errors: str = "strict") -> Iterator[str]:
     for lineno, raw in enumerate(fh, 1):
         try:
-            text = raw.decode("utf-8")
+            text = raw.decode("utf-8", errors=errors)
         except UnicodeDecodeError:
-            raise InputError(f"{name}:{lineno}: not valid UTF-8 text") from None
+            raise InputError(f"{name}:{lineno}: not valid UTF-8 text (use --encoding-errors replace to continue)") from None
         if lineno == 1 and text.startswith("\ufeff"):
             text = text[1:]
         yield text.rstrip("\r\n")
+
+
+def check_input_text(source: str | os.PathLike, encoding_errors: str = "strict") -> int:
+    """Read a file once, before any output: its line count, or a ``file:line`` error for bytes that are not UTF-8.
+
+    ``-`` (stdin) cannot be read twice and returns -1 without reading.
+    """
+    if str(source) == "-":
+        return -1
+    return sum(1 for _ in read_lines(source, encoding_errors=encoding_errors))
 
 
 def count_lines(path: str | os.PathLike) -> Optional[int]:
