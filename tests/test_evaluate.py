@@ -339,3 +339,19 @@ def test_cli_positional_data_dir(monkeypatch, capsys, tmp_path, tiny_model_dir, 
     assert json.loads(js.read_text())["tasks"]["STS16"]["pairs"] == expected_counts(16)["STS16"]
     code, out, err = run_cli(monkeypatch, capsys, "eval-sts", senteval, "--data-dir", tmp_path, "--tasks", "STS16")
     assert code == 2 and "two data folders" in err
+
+
+def test_cli_pairs_file_with_columns(monkeypatch, capsys, tmp_path, tiny_model_dir):
+    import pandas as pd
+
+    f = tmp_path / "qa.csv"
+    pd.DataFrame({"question": [f"the dog {i}" for i in range(12)], "answer": [f"a cat {i % 4}" for i in range(12)],
+                  "relevance": [i % 5 for i in range(12)]}).to_csv(f, index=False)
+    js = tmp_path / "qa.json"
+    code, out, err = run_cli(monkeypatch, capsys, "eval-sts", "--pairs", f, "--pairs-columns", "question,answer,relevance",
+                             "--model", tiny_model_dir, "--device", "cpu", "--json", js)
+    assert code == 0, err
+    r = json.loads(js.read_text())
+    assert list(r["tasks"]) == ["qa"] and r["tasks"]["qa"]["pairs"] == 12 and r["tasks"]["qa"]["split"] == "file"
+    code, out, err = run_cli(monkeypatch, capsys, "eval-sts", "--pairs", f, "--pairs-columns", "question,answer")
+    assert code == 2 and "--pairs-columns" in err
