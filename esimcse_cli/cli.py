@@ -441,6 +441,8 @@ def train_cmd(
     momentum_queue: Optional[bool] = typer.Option(None, "--momentum-queue/--no-momentum-queue", help="Add momentum-encoder queue negatives."),
     dup_rate: Optional[float] = typer.Option(None, "--dup-rate", help="Repetition rate (default 0.32)."),
     repetition_variant: Optional[str] = typer.Option(None, "--repetition-variant", help="paper | official count formula."),
+    augmentation: Optional[str] = typer.Option(None, "--augmentation", help="Positive builder when --repetition is on: repetition (default) | insertion | deletion (the paper's baselines)."),
+    insert_token: Optional[str] = typer.Option(None, "--insert-token", help="For --augmentation insertion: random | stopword | mask."),
     momentum: Optional[float] = typer.Option(None, "--momentum", help="EMA coefficient m (default 0.995)."),
     momentum_variant: Optional[str] = typer.Option(None, "--momentum-variant", help="paper (own MLP copy, EMA after each step) | official (online MLP, EMA in the forward)."),
     queue_ratio: Optional[float] = typer.Option(None, "--queue-ratio", help="Queue size as a multiple of the batch size (default 2.5)."),
@@ -480,7 +482,8 @@ def train_cmd(
 
     values = dict(
         corpus=corpus, output_dir=output, preset=preset, model=model, method=method, repetition=repetition,
-        momentum_queue=momentum_queue, dup_rate=dup_rate, repetition_variant=repetition_variant, momentum=momentum,
+        momentum_queue=momentum_queue, dup_rate=dup_rate, repetition_variant=repetition_variant, augmentation=augmentation,
+        insert_token=insert_token, momentum=momentum,
         momentum_variant=momentum_variant, queue_ratio=queue_ratio, queue_size=queue_size, temperature=temperature,
         pooler=pooler, mlp=mlp, dropout=dropout, max_length=max_length, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, epochs=epochs, max_steps=max_steps, warmup=warmup, scheduler=scheduler,

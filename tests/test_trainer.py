@@ -58,6 +58,20 @@ def cfg_for(tiny_model_dir, corpus, out, **kw):
     return build_config(values)
 
 
+def run_group(cmd, timeout, **kw):
+    """subprocess.run in its own process group, killed as a whole on timeout (torchrun's children included)."""
+    import signal
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"timed out after {timeout}s: {' '.join(cmd)}\n{err[-2000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def weights(folder: Path) -> dict:
     return load_file(str(folder / "model.safetensors"))
 
@@ -233,12 +247,10 @@ def test_two_process_gloo_run_matches_one_process(tiny_model_dir, corpus, tmp_pa
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     one = tmp_path / "one"
     two = tmp_path / "two"
-    r1 = subprocess.run([sys.executable, "-m", "esimcse_cli", "train", str(corpus), "-o", str(one), *common],
-                        capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    r1 = run_group([sys.executable, "-m", "esimcse_cli", "train", str(corpus), "-o", str(one), *common], 120, env=env, cwd=REPO)
     assert r1.returncode == 0, r1.stderr[-2000:]
-    r2 = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                         "-m", "esimcse_cli", "train", str(corpus), "-o", str(two), *common],
-                        capture_output=True, text=True, env=env, cwd=REPO, timeout=180)
+    r2 = run_group([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    "-m", "esimcse_cli", "train", str(corpus), "-o", str(two), *common], 180, env=env, cwd=REPO)
     assert r2.returncode == 0, r2.stderr[-3000:]
     a, b = weights(one), weights(two)
     for k in a:
@@ -258,11 +270,16 @@ def test_signal_saves_state_and_resume_continues(tiny_model_dir, corpus, tmp_pat
     cmd = [sys.executable, "-m", "esimcse_cli", "train", str(corpus), "-o", str(out), "--model", str(tiny_model_dir),
            "--batch-size", "8", "--max-steps", "100000", "--max-length", "16", "--eval-steps", "0", "--save-steps", "0", "--log-steps", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
-    deadline = time.time() + 90
-    while time.time() < deadline and not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().count("\n") >= 2):
-        time.sleep(0.2)
-    proc.send_signal(getattr(signal, sig))
-    _, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().count("\n") >= 2):
+            time.sleep(0.2)
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == code, err[-2000:]
     assert "Traceback" not in err and "--resume" in err
     meta = json.loads((out / "state" / "state.json").read_text())
@@ -273,3 +290,17 @@ def test_signal_saves_state_and_resume_continues(tiny_model_dir, corpus, tmp_pat
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((out / "manifest.json").read_text())["steps"] == meta["step"] + 2
     assert not (out / "state").exists()
+
+
+@pytest.mark.parametrize("aug", ["insertion", "deletion"])
+def test_insertion_and_deletion_baselines_build_the_second_view(tiny_model_dir, aug):
+    from esimcse_cli.core.models import load_backbone
+
+    tok = load_backbone(str(tiny_model_dir)).tokenizer
+    b = Batcher(tok, build_config({"max_length": 16, "dup_rate": 0.5, "augmentation": aug}))
+    ids = b.tokenize(sentences(20))
+    out = b.repeat(ids, 3)
+    grow = [len(o) - len(x) for x, o in zip(ids, out)]
+    assert all(g >= 0 for g in grow) if aug == "insertion" else all(g <= 0 for g in grow)
+    assert any(g != 0 for g in grow)
+    assert all(o[0] == tok.cls_token_id and o[-1] == tok.sep_token_id for o in out)

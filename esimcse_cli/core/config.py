@@ -68,6 +68,8 @@ class TrainConfig:
     momentum_queue: Optional[bool] = None
     dup_rate: float = 0.32
     repetition_variant: str = "paper"
+    augmentation: str = "repetition"  # what builds the positive when repetition is on: repetition | insertion | deletion
+    insert_token: str = "random"  # for augmentation=insertion: random | stopword | mask
     momentum: float = 0.995
     momentum_variant: str = "paper"
     queue_ratio: float = 2.5
@@ -136,6 +138,8 @@ class TrainConfig:
         choice("momentum_variant", VARIANTS)
         choice("pooler", TRAIN_POOLERS)
         choice("scheduler", SCHEDULERS)
+        choice("augmentation", ("repetition", "insertion", "deletion"))
+        choice("insert_token", ("random", "stopword", "mask"))
         choice("encoding_errors", ("strict", "replace", "ignore"))
         if self.preset is not None:
             choice("preset", PRESETS)

@@ -189,6 +189,11 @@ class Batcher:
         self.cfg = cfg
         self.pad_id = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
         self.special_ids = set(int(i) for i in tokenizer.all_special_ids)
+        self.insert = None
+        if cfg.augmentation == "insertion":
+            from esimcse_cli.core.augment import make_inserter
+
+            self.insert = make_inserter(cfg.insert_token, tokenizer, level="subword", as_ids=True)
 
     def tokenize(self, texts: List[str]) -> List[List[int]]:
         enc = self.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=self.cfg.max_length, padding=False,
@@ -196,9 +201,11 @@ class Batcher:
         return enc["input_ids"]
 
     def repeat(self, ids: List[List[int]], seed: int) -> List[List[int]]:
-        from esimcse_cli.core.augment import repeat_batch
+        """The second view: word repetition (or the insertion/deletion baselines) over content tokens."""
+        from esimcse_cli.core.augment import augment_batch
 
-        return repeat_batch(ids, self.cfg.dup_rate, self.cfg.repetition_variant, random.Random(seed), special_ids=self.special_ids)
+        return augment_batch(ids, self.cfg.augmentation, self.cfg.dup_rate, self.cfg.repetition_variant, random.Random(seed),
+                             special_ids=self.special_ids, insert=self.insert)
 
     def pad(self, ids: List[List[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
@@ -395,6 +402,8 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
     if cfg.resume:
         _check_resume_config(cfg, saved_meta)
 
+    score_dev = make_dev_scorer(cfg) if main else None  # bad dev data fails here, before the slow parts
+
     # ---- corpus
     corpus = CorpusIndex.build(cfg.corpus, work, cfg.text_column, cfg.encoding_errors, cfg.dedupe)
     n = len(corpus)
@@ -417,7 +426,6 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
     queue = NegativeQueue(cfg.effective_queue_size(), int(b.model.config.hidden_size), device=device) if cfg.momentum_queue else None
     opt = make_optimizer(online, cfg)
     batcher = Batcher(tokenizer, cfg)
-    score_dev = make_dev_scorer(cfg) if main else None
     eval_encoder = SentenceEncoder(tokenizer, online.backbone, online.test_pooling, export_len, device=device, name=b.name)
 
     # ---- restore
