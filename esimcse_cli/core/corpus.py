@@ -159,9 +159,12 @@ def iter_texts(
     row = first_row
     column = None
     for frame in _frames(path, fmt, encoding_errors):
+        names = [str(c) for c in frame.columns]  # pandas may name columns 0, 1, ... (ints)
         if column is None:
-            column = _pick_column([str(c) for c in frame.columns], text_column, display or str(path))
-        for value in frame[column].tolist():
+            column = _pick_column(names, text_column, display or str(path))
+        if column not in names:  # a later jsonl chunk without the key
+            raise InputError(f"{display or path}: row {row}: no column '{column}'")
+        for value in frame[frame.columns[names.index(column)]].tolist():
             yield row, "" if value is None or (isinstance(value, float) and value != value) else str(value)
             row += 1
 
