@@ -99,3 +99,24 @@ def test_written_config_round_trips(tmp_path):
     write_config(c, p)
     assert yaml.safe_load(p.read_text())["batch_size"] == 8
     assert build_config({}, p) == c
+
+
+def test_to_cli_args_round_trips_through_the_cli_parser():
+    from typer.testing import CliRunner
+
+    from esimcse_cli.core.config import to_cli_args
+
+    c = build_config({"corpus": "c.txt", "output_dir": "o", "method": "simcse", "repetition": True, "dup_rate": 0.24,
+                      "batch_size": 16, "mlp": False, "pooler": "avg"})
+    args = to_cli_args(c)
+    assert args[0] == "c.txt" and "--repetition" in args and "--no-mlp" in args and args[args.index("--dup-rate") + 1] == "0.24"
+    # every flag exists on the command and parses back to the same values
+    import typer
+
+    from esimcse_cli.cli import app
+
+    group = typer.main.get_command(app)
+    ctx = group.commands["train"].make_context("train", list(args))
+    p = ctx.params
+    assert (p["corpus"], p["output"], p["method"], p["repetition"], p["dup_rate"], p["batch_size"], p["mlp"], p["pooler"]) == (
+        "c.txt", "o", "simcse", True, 0.24, 16, False, "avg")

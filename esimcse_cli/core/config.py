@@ -187,6 +187,22 @@ class TrainConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
+def to_cli_args(cfg: "TrainConfig") -> list:
+    """The ``esimcse train`` arguments that rebuild ``cfg`` (options that differ from the defaults)."""
+    default = TrainConfig()
+    args: list = [cfg.corpus] if cfg.corpus else []
+    for f in fields(TrainConfig):
+        name, value = f.name, getattr(cfg, f.name)
+        if name in ("corpus", "resume", "overwrite") or value == getattr(default, name) or value is None:
+            continue
+        flag = "-o" if name == "output_dir" else "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + name.replace("_", "-"))
+        else:
+            args += [flag, str(value)]
+    return args
+
+
 # ---------------------------------------------------------------------------------- type checks
 def _field_types() -> Dict[str, Tuple[tuple, bool]]:
     """field name -> (accepted python types, None allowed)."""
@@ -312,6 +328,7 @@ __all__ = [
     "check_values",
     "load_preset",
     "write_config",
+    "to_cli_args",
     "PRESETS",
     "METHODS",
     "VARIANTS",

@@ -65,7 +65,7 @@ import torch
 from esimcse_cli.core import checkpoint as ckpt
 from esimcse_cli.core import distributed as distrib
 from esimcse_cli.core.atomic import atomic_write_text
-from esimcse_cli.core.config import TrainConfig, check_values, write_config
+from esimcse_cli.core.config import TrainConfig, check_values, to_cli_args, write_config
 from esimcse_cli.core.contrastive import ContrastiveModel
 from esimcse_cli.core.errors import ConfigError, EsimcseError, InputError
 from esimcse_cli.core.loss import contrastive_loss
@@ -448,6 +448,7 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
     # ---- files written before training
     manifest = {
         "command": command if command is not None else sys.argv,
+        "equivalent_command": ["esimcse", "train"] + to_cli_args(cfg),
         "seed": cfg.seed,
         "corpus": corpus.stats,
         "model": b.name,
@@ -601,7 +602,7 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
         if main and on_step:
             on_step(row)
 
-        stop_now = distrib.any_rank(signals.signum is not None or bool(should_stop and main and should_stop(step)), dist)
+        stop_now = step < total and distrib.any_rank(signals.signum is not None or bool(should_stop and main and should_stop(step)), dist)
         if stop_now or (cfg.save_steps and step % cfg.save_steps == 0 and step < total):
             save_state()
             distrib.barrier(dist)
