@@ -370,10 +370,16 @@ def length_analysis_cmd(
         if out_path:
             check_output_path(out_path)
     if plot:
+        if Path(plot).suffix.lower() not in ("", ".png", ".pdf", ".svg", ".jpg", ".jpeg"):  # none: png
+            raise ConfigError(f"--plot {plot}: use a .png, .pdf, .svg or .jpg file name")
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             raise ConfigError("--plot needs matplotlib: pip install 'esimcse-cli[plot]'") from None
+    from esimcse_cli.core.models import check_model
+
+    for spec in models or ["default"]:  # every model is checked before the first one runs
+        check_model(spec)
     task_pairs = evaluate.load_tasks(_data_dir(data, data_dir), tasks, split)
     probe_texts, probe_meta = length.choose_probe_texts(task_pairs, probe_sentences, probe_corpus, seed)
     specs = list(models or ["default"])

@@ -308,22 +308,17 @@ LENGTH = [
     ("json folder missing", L + " --json {out}/no/r.json", ["r.json", "does not exist"]),
     ("model corrupt weights", "length-analysis -m {w}/m_bad_weights -d {w}/sts -t stsb --json {out}/r.json", ["m_bad_weights", "cannot load model"]),
     ("model empty string", "length-analysis --model= -d {w}/sts -t stsb", ["--model", "empty"]),
-]
-LENGTH_XFAIL = [
-    # helper-2's files (cli.py length-analysis section / core/length.py): these are checked only after all the work
-    ("plot with an unknown suffix", L + " --plot {out}/p.txt", ["p.txt", ".png"],
-     "--plot suffix is checked in length.plot_report, after every model ran and the table was printed"),
-    ("second model corrupt", "length-analysis -m {tiny} -m {w}/m_bad_weights -d {w}/sts -t stsb --probe-sentences 5 --json {out}/r.json",
-     ["m_bad_weights", "cannot load model"],
-     "models load one by one: the first model's work and progress line come before the second model's load error"),
+    # refused before any work, not after the earlier models ran and the table was printed
+    ("plot with an unknown suffix", L + " --plot {out}/p.txt", ["p.txt", ".png"]),
+    ("second model corrupt", "length-analysis -m {tiny} -m {w}/m_bad_weights -d {w}/sts -t stsb --json {out}/r.json",
+     ["m_bad_weights", "cannot load model"]),
+    ("second model without weights", "length-analysis -m {tiny} -m {w}/m_no_weights -d {w}/sts -t stsb", ["m_no_weights", "no weights"]),
+    ("second model without tokenizer", "length-analysis -m {tiny} -m {w}/m_no_tokenizer -d {w}/sts -t stsb", ["m_no_tokenizer", "tokenizer"]),
+    ("second model corrupt config", "length-analysis -m {tiny} -m {w}/m_bad_config -d {w}/sts -t stsb", ["m_bad_config", "JSON"]),
 ]
 
 
-@pytest.mark.parametrize(
-    "args, needles",
-    [pytest.param(a, n, id=i) for i, a, n in LENGTH]
-    + [pytest.param(a, n, id=i, marks=pytest.mark.xfail(strict=True, reason=why)) for i, a, n, why in LENGTH_XFAIL],
-)
+@pytest.mark.parametrize("args, needles", [pytest.param(a, n, id=i) for i, a, n in LENGTH])
 def test_length_analysis_bad_input(ws, out_dir, tiny_model_dir, args, needles):
     r = run_main(*_expand(args, ws, out_dir, tiny_model_dir))
     check_clean_failure(r, out_dir, needles)

@@ -155,6 +155,37 @@ def check_tokenizer(tokenizer, where: str) -> None:
         raise ModelLoadError(f"{where}: no tokenizer files (tokenizer.json, vocab.txt, ...); the tokenizer would have only {vocab} special tokens")
 
 
+def check_model(spec: str | os.PathLike | None) -> None:
+    """Cheap checks of a local model before any work (for commands that load several models in turn).
+
+    The folder resolves, ``config.json`` is a JSON object, and a weights file exists whose header reads.
+    Hub names are left to :func:`load_backbone`. Raises :class:`ModelLoadError` with one line.
+    """
+    where, kind = resolve_model_path(spec)
+    if kind == "hub":
+        return
+    record = read_model_record(where)
+    folder = Path(record.transformer_dir) if record.transformer_dir is not None else Path(where)
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"{folder}: no config.json; not a transformers model folder")
+    _read_json(folder / "config.json")
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights and not any(folder.glob("pytorch_model*.bin")):
+        raise ModelLoadError(f"{folder}: cannot load model: no weights file (model.safetensors or pytorch_model.bin)")
+    vocab_files = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+    if not any((folder / f).is_file() for f in vocab_files) and not any(folder.glob("*.model")):
+        raise ModelLoadError(f"{folder}: no tokenizer files (tokenizer.json, vocab.txt, ...)")
+    for w in weights:
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(w), framework="pt"):
+                pass
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(f"{folder}: cannot load model: {w.name}: {first}") from None
+
+
 def _model_limit(tokenizer, config) -> int:
     limit = getattr(tokenizer, "model_max_length", None) or MAX_LENGTH_CAP
     if not isinstance(limit, int) or limit <= 0 or limit > 10**6:
