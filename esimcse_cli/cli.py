@@ -577,6 +577,16 @@ def _install_signal_handlers() -> dict:
     return saved
 
 
+def _environment_errnos() -> frozenset:
+    import errno
+
+    names = ("ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EMFILE", "ENFILE", "EIO", "ENAMETOOLONG", "ELOOP", "EFBIG")
+    return frozenset(getattr(errno, n) for n in names if hasattr(errno, n))
+
+
+_ENVIRONMENT_ERRNOS = _environment_errnos()
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -622,6 +632,10 @@ def main() -> None:
     except Exception as exc:  # a bug: still one line unless --debug
         if _state["debug"]:
             raise
+        if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:  # disk full, read-only, no permission: not a bug
+            where = f"{exc.filename}: " if exc.filename else ""
+            ui.error(f"{where}{exc.strerror or exc}")
+            sys.exit(2)
         ui.error(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (rerun with --debug for the traceback)")
         sys.exit(1)
     finally:

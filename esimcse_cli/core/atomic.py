@@ -18,7 +18,10 @@ from esimcse_cli.core.errors import InputError
 
 def check_output_path(target: str | os.PathLike) -> Path:
     """Refuse an output path whose folder does not exist (a clear error, before any work)."""
+    text = os.fspath(target)
     target = Path(target)
+    if text.endswith(("/", os.sep)) and not target.is_dir():
+        raise InputError(f"{text}: ends with '/', expected a file path")
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"{target}: output folder {parent} does not exist")
@@ -36,7 +39,10 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     ``np.save`` appends ``.npy`` to names that lack it).
     """
     target = check_output_path(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=(suffix or "") + ".tmp", dir=target.parent or ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=(suffix or "") + ".tmp", dir=target.parent or ".")
+    except OSError as exc:
+        raise InputError(f"{target}: cannot write in {target.parent} ({exc.strerror or exc})") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:

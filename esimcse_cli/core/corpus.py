@@ -44,6 +44,16 @@ def check_input(path: str | os.PathLike) -> Path:
     return p
 
 
+def check_stdin() -> None:
+    """Refuse to wait on a terminal: ``-`` (the default input) with nothing piped in is a usage mistake."""
+    try:
+        interactive = sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError, OSError):
+        interactive = False
+    if interactive:
+        raise InputError("no input: give a text file, or pipe text into stdin (e.g. esimcse encode corpus.txt -o out.npy)")
+
+
 @contextmanager
 def materialize(path: str | os.PathLike | None) -> Iterator[Path]:
     """Yield a real file path; ``-``/``None`` spools stdin to a temporary file (on disk, not in memory)."""

@@ -63,14 +63,26 @@ def check_encode_args(
         raise InputError(f"--batch-size must be positive, got {batch_size}")
     if encoding_errors not in corpus.ENCODING_ERRORS:
         raise InputError(f"--encoding-errors must be one of {', '.join(corpus.ENCODING_ERRORS)}, got '{encoding_errors}'")
-    if source is not None and str(source) != "-":
+    if source is None or str(source) == "-":
+        corpus.check_stdin()
+    else:
         corpus.check_input(source)
         if text_column is not None and corpus.input_format(source) == "txt":
             raise InputError(f"{source}: --text-column applies to csv, tsv, jsonl and parquet files, not plain text")
-    if str(output) != "-":
+    if str(output) == "-":
+        if _isatty(sys.stdout):
+            raise InputError("-o -: stdout is a terminal; redirect it (> out.npy) or give -o FILE.npy (the output is binary .npy)")
+    else:
         check_output_path(output)
         if source is not None and str(source) != "-" and Path(output).exists() and os.path.samefile(source, output):
             raise InputError(f"{output}: is also the input file; writing there would destroy it (choose another -o)")
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def encode_file(
