@@ -162,13 +162,18 @@ def augment_cmd(
     else:
         stream = sys.stdout
         buf = getattr(stream, "buffer", None)
-        if buf is not None:
-            stream.flush()
-            run(lambda text: buf.write(text.encode("utf-8")))
-            buf.flush()
-        else:
-            run(stream.write)
-            stream.flush()
+        try:
+            if buf is not None:
+                stream.flush()
+                run(lambda text: buf.write(text.encode("utf-8")))
+                buf.flush()
+            else:
+                run(stream.write)
+                stream.flush()
+        except BrokenPipeError:  # `esimcse augment ... | head`: the reader has all it wanted; exit 0 quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            return
 
     if show:
         _augment_show(augmenter, shown, counts["lines"], to_file)

@@ -701,6 +701,9 @@ def check_input_path(source: str | os.PathLike) -> None:
     """Fail early, with one line, on an input file that is missing or a folder (``-`` is stdin)."""
     name = str(source)
     if name == "-":
+        from esimcse_cli.core.corpus import check_stdin
+
+        check_stdin()
         return
     path = Path(name)
     if not path.exists():
