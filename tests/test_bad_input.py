@@ -138,6 +138,7 @@ ENCODE = [
     ("text column on txt", E + " --text-column text", ["ok.txt", "--text-column"]),
     ("output folder missing", "encode {w}/ok.txt -o {out}/no/such/x.npy -m {tiny}", ["x.npy", "does not exist"]),
     ("output is a folder", "encode {w}/ok.txt -o {out}/a_folder -m {tiny}", ["a_folder", "is a folder"]),
+    ("output ends with a slash", "encode {w}/ok.txt -o {out}/results/ -m {tiny}", ["results/", "file path"]),
     ("output is the input", "encode {w}/ok.txt -o {w}/ok.txt -m {tiny}", ["ok.txt", "input file"]),
     ("model folder missing", "encode {w}/ok.txt -o {out}/x.npy -m {w}/no_model", ["no_model", "no such model folder"]),
     ("model is a file", "encode {w}/ok.txt -o {out}/x.npy -m {w}/ok.txt", ["ok.txt", "model folder"]),
@@ -200,6 +201,7 @@ AUGMENT = [
     ("empty file to stdout", "augment {w}/empty.txt --level word", ["empty.txt", "empty"]),
     ("output folder missing", "augment {w}/ok.txt -o {out}/no/aug.txt --level word", ["aug.txt", "does not exist"]),
     ("output is a folder", "augment {w}/ok.txt -o {out}/a_folder --level word", ["a_folder", "is a folder"]),
+    ("output ends with a slash", "augment {w}/ok.txt -o {out}/results/ --level word", ["results/", "file path"]),
     ("output is the input", "augment {w}/ok.txt -o {w}/ok.txt --level word", ["ok.txt", "input file"]),
     ("dup-rate negative", A + " --dup-rate -0.1", ["--dup-rate", "-0.1"]),
     ("dup-rate above 1", A + " --dup-rate 1.5", ["--dup-rate", "1.5"]),
@@ -257,6 +259,7 @@ EVAL = [
     ("json folder missing", S + " --json {out}/no/r.json", ["r.json", "does not exist"]),
     ("json is a folder", S + " --json {out}/a_folder", ["a_folder", "is a folder"]),
     ("csv folder missing", S + " --csv {out}/no/r.csv", ["r.csv", "does not exist"]),
+    ("json ends with a slash", S + " --json {out}/results/", ["results/", "file path"]),
     ("model corrupt weights", "eval-sts -m {w}/m_bad_weights -d {w}/sts -t stsb --json {out}/r.json", ["m_bad_weights", "cannot load model"]),
     ("model without config.json", "eval-sts -m {w}/m_no_config -d {w}/sts -t stsb --json {out}/r.json", ["m_no_config", "config.json"]),
     ("model without tokenizer", "eval-sts -m {w}/m_no_tokenizer -d {w}/sts -t stsb", ["m_no_tokenizer", "tokenizer"]),
@@ -377,3 +380,57 @@ def test_internal_error_is_one_line_exit_1(ws, out_dir, monkeypatch, tiny_model_
     r = run_main("encode", str(ws / "ok.txt"), "-o", str(out_dir / "x.npy"), "-m", str(tiny_model_dir))
     line = check_clean_failure(r, out_dir, ["internal error", "RuntimeError: simulated bug", "--debug"], code=1)
     assert "second line" not in line
+
+
+# --------------------------------------------------------------------------------------------- terminals and the environment
+class _Tty:
+    def isatty(self) -> bool:
+        return True
+
+
+def test_no_input_on_a_terminal_is_refused_not_waited_on(monkeypatch):
+    """`esimcse encode -o x.npy` typed at a prompt would wait forever on stdin: it is a one-line error instead."""
+    import sys
+
+    from esimcse_cli.core import augment
+    from esimcse_cli.core.embed import check_encode_args
+    from esimcse_cli.core.errors import InputError
+
+    monkeypatch.setattr(sys, "stdin", _Tty())
+    with pytest.raises(InputError, match="no input"):
+        check_encode_args("-", "x.npy")
+    with pytest.raises(InputError, match="no input"):
+        augment.check_input_path("-")
+
+
+def test_binary_npy_is_not_written_to_a_terminal(ws, out_dir, tiny_model_dir, monkeypatch):
+    from esimcse_cli.core import embed
+
+    monkeypatch.setattr(embed, "_isatty", lambda stream: True)
+    r = run_main("encode", str(ws / "ok.txt"), "-o", "-", "-m", str(tiny_model_dir))
+    check_clean_failure(r, out_dir, ["stdout is a terminal"])
+
+
+def test_unwritable_output_folder_is_one_line(ws, out_dir, tiny_model_dir, monkeypatch):
+    """Permission denied (simulated: the tests may run as root) on the temporary file: exit 2, one line."""
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    r = run_main("encode", str(ws / "ok.txt"), "-o", str(out_dir / "x.npy"), "-m", str(tiny_model_dir))
+    check_clean_failure(r, out_dir, ["x.npy", "cannot write", "Permission denied"])
+
+
+def test_disk_full_mid_write_is_one_line_and_leaves_nothing(ws, out_dir, tiny_model_dir, monkeypatch):
+    from esimcse_cli.core import encoder
+
+    real = encoder.SentenceEncoder.encode
+
+    def full(self, *a, **k):
+        real(self, *a, **k)
+        raise OSError(28, "No space left on device", str(out_dir / "x.npy"))
+
+    monkeypatch.setattr(encoder.SentenceEncoder, "encode", full)
+    r = run_main("encode", str(ws / "ok.txt"), "-o", str(out_dir / "x.npy"), "-m", str(tiny_model_dir))
+    check_clean_failure(r, out_dir, ["x.npy", "No space left on device"])  # and the temp .npy was removed

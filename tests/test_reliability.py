@@ -126,6 +126,40 @@ def test_signal_mid_encode_leaves_no_partial_file(tiny_model_dir, tmp_path, sig,
         assert not out.exists()
 
 
+@pytest.mark.slow
+def test_encode_at_a_terminal_without_input_errors_instead_of_waiting(tiny_model_dir, tmp_path):
+    """A real terminal on stdin (a pty): no hang, one line, exit 2."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        r = subprocess.run([sys.executable, "-m", "esimcse_cli", "encode", "-o", str(tmp_path / "o.npy"), "-m", str(tiny_model_dir)],
+                           stdin=slave, capture_output=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    finally:
+        os.close(slave)
+        os.close(master)
+    err = r.stderr.decode()
+    assert r.returncode == 2, err
+    assert err.strip().splitlines() == ["esimcse: error: no input: give a text file, or pipe text into stdin (e.g. esimcse encode corpus.txt -o out.npy)"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_augment_into_a_closed_pipe_exits_quietly(tmp_path):
+    """`esimcse augment big.txt | head -1`: exit 0, no traceback, no error line."""
+    src = tmp_path / "big.txt"
+    _big_corpus(src, 6000)
+    proc = subprocess.Popen([sys.executable, "-m", "esimcse_cli", "augment", str(src), "--level", "word"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert first.strip()
+    assert proc.returncode == 0, err
+    assert err.strip() == ""
+
+
 def test_main_restores_signal_handlers(tiny_model_dir, tmp_path):
     """Running the CLI in-process leaves the caller's SIGINT/SIGTERM handlers as they were."""
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
