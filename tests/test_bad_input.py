@@ -434,3 +434,14 @@ def test_disk_full_mid_write_is_one_line_and_leaves_nothing(ws, out_dir, tiny_mo
     monkeypatch.setattr(encoder.SentenceEncoder, "encode", full)
     r = run_main("encode", str(ws / "ok.txt"), "-o", str(out_dir / "x.npy"), "-m", str(tiny_model_dir))
     check_clean_failure(r, out_dir, ["x.npy", "No space left on device"])  # and the temp .npy was removed
+
+
+@pytest.mark.parametrize("device", ["cuda:7", "cuda:x", "cuda0", "cuda:-1"])
+def test_cuda_index_out_of_range_is_one_line(ws, out_dir, tiny_model_dir, monkeypatch, device):
+    """On a (simulated) one-GPU machine, a wrong cuda index is a clean error, not a CUDA traceback."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    r = run_main("encode", str(ws / "ok.txt"), "-o", str(out_dir / "x.npy"), "-m", str(tiny_model_dir), "--device", device)
+    check_clean_failure(r, out_dir, ["--device", device, "cuda:N"])

@@ -291,6 +291,11 @@ def resolve_device(device: str | None = "auto") -> str:
         return "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelLoadError(f"--device {device}: CUDA is not available on this machine")
+    if device.startswith("cuda") and device != "cuda":
+        index = device[len("cuda"):]
+        count = torch.cuda.device_count()
+        if not (index.startswith(":") and index[1:].isdigit()) or int(index[1:]) >= count:
+            raise ModelLoadError(f"--device {device}: expected cuda or cuda:N with N from 0 to {count - 1}")
     if device not in ("cpu", "mps") and not device.startswith("cuda"):
         raise ModelLoadError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
     return device
