@@ -562,6 +562,20 @@ def setup_text(st: Study) -> str:
     files = ", ".join(Path(x["path"]).name + (" (last line dropped)" if x.get("drop_last_line") else "") for x in settings.get("corpus", []))
     evs = sorted({d["config"].get("eval_steps") for d in tr})
     model = c.get("model")
+    cost = []
+    for label in ("SimCSE", "ESimCSE"):
+        sp = _mean([d["train"].get("step_seconds_mean") for d in st.get(label)])
+        if sp is not None:
+            cost.append(f"{label} {sp:.1f} s/step")
+    ev_s = _mean([d["eval"].get("seconds") for d in st.docs])
+    cell_s = _mean([d.get("wall_s") for d in tr])
+    machine = tr[0].get("machine", "")
+    why = ""
+    if cost and ev_s is not None and cell_s is not None:
+        why = (f" Why this budget: on the machine that ran it ({machine}; shared with other jobs) a training step took "
+               f"{', '.join(cost)}, the 7-task test evaluation with the probe {ev_s:.0f} s and a whole trained cell "
+               f"{cell_s / 60:.1f} min on average, so the fixed evaluation cost dominates and the budget was set for the "
+               "core matrix to finish in a few hours of wall time; `benchmarks/gpu_study.sh` runs the same matrix at a larger one.")
     return (f"Model `{model}`" + (" (the bundled all-MiniLM-L6-v2: sentence-fine-tuned, 6 layers, 384 dims — not the paper's "
                                   "raw BERT-base)" if model == "default" else "") + ". "
             f"Training pooler `{c.get('pooler')}` (MLP in training: {c.get('mlp')}), tested with the exported pooling. "
@@ -572,7 +586,7 @@ def setup_text(st: Study) -> str:
             f"**Equal step budget: {st.budget} optimizer steps per trained cell** = {sents:,} sentences; STS-B dev every "
             f"{'/'.join(map(str, evs))} steps (plus step 0 and the last step); the best dev checkpoint is tested. "
             "Test: SentEval's 7 tasks (STS12-16 `all` setting, STS-B and SICK-R test), Spearman x100 of cosine. "
-            "mean ± std is over seeds (sample std); a value without ± is one run.")
+            "mean ± std is over seeds (sample std); a value without ± is one run." + why)
 
 
 def build_markdown(st: Study, md_path: Path, plots: Dict[str, Optional[Path]]) -> str:
@@ -602,7 +616,8 @@ def build_markdown(st: Study, md_path: Path, plots: Dict[str, Optional[Path]]) -
     parts += ["### Not run", "", not_run(st), ""]
     parts += ["Each cell's JSON in `docs/results/` holds its full configuration, the command that reproduces it "
               "(`command`, plus the equivalent `esimcse train` / `esimcse length-analysis` lines in `cli_commands`), the dev "
-              "curve, per-subset and per-bucket scores, the probe, timings and package versions."]
+              "curve, per-subset and per-bucket scores, the probe, timings and package versions. To check a cell, run its "
+              "`command` (it rewrites that JSON) and compare with `git diff docs/results/<cell>.json`."]
     return "\n".join(parts)
 
 

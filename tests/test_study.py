@@ -131,6 +131,12 @@ def test_runner_skips_finished_cells_and_resumes(tmp_path, tiny_model_dir, monke
     assert study.main(base + ["--only", "core", "--max-cells", "1", "--no-report"]) == 0
     assert calls == ["esimcse-s1"]
     assert (res / "simcse-s1.json").read_text() == before
+    # the recorded command reproduces the cell (same seed, same numbers)
+    calls.clear()
+    assert study.main(base + ["--cells", "simcse-s1", "--force", "--no-report"]) == 0
+    redo = json.loads((res / "simcse-s1.json").read_text())
+    assert calls == ["simcse-s1"]
+    assert redo["eval"]["avg"] == doc["eval"]["avg"] and redo["train"]["dev_curve"] == doc["train"]["dev_curve"]
     # other settings (--steps): finished cells are stale and skipped without --force
     calls.clear()
     assert study.main(base + ["--cells", "simcse-s1", "--steps", "1", "--no-report"]) == 0
