@@ -321,7 +321,8 @@ def claims(st: Study) -> Tuple[str, Dict[str, Any]]:
                 he = _mean([bucket(d, "STSBenchmark", -1) for d in E])
                 if le is not None and he is not None:
                     fig["esimcse_gap"] = le - he
-                    txt += f"; ESimCSE's gap is {le - he:+.2f} ({'smaller' if le - he < gap else 'not smaller'} than SimCSE's)"
+                    txt += (f"; ESimCSE's gap is {le - he:+.2f} ({'smaller' if le - he < gap else 'not smaller'} than SimCSE's, "
+                            f"by {abs(gap - (le - he)):.2f}; paper's claim: repetition reduces this bias)")
             ps = _mean([(d["eval"].get("probe") or {}).get("slope") for d in S])
             pe = _mean([(d["eval"].get("probe") or {}).get("slope") for d in E]) if E else None
             if ps is not None:
@@ -364,7 +365,8 @@ def proposal(st: Study, fig: Dict[str, Any]) -> str:
     common = sorted(set(curves["SimCSE"]) & set(curves["ESimCSE"]) - {0})
     if len(common) >= 2:
         diffs = [curves["ESimCSE"][s] - curves["SimCSE"][s] for s in common]
-        trend = "widening" if diffs[-1] > diffs[0] else "narrowing or flat"
+        trend = ("rising: ESimCSE gains on SimCSE as training goes on" if diffs[-1] > diffs[0]
+                 else "falling or flat: ESimCSE does not gain on SimCSE as training goes on")
         out.append(f"- **The gap over training.** Mean ESimCSE − SimCSE dev at steps {', '.join(map(str, common))}: "
                    f"{', '.join(f'{x:+.2f}' for x in diffs)} ({trend}).")
     # learning rate
@@ -380,8 +382,8 @@ def proposal(st: Study, fig: Dict[str, Any]) -> str:
     if m is not None and steps:
         moved = 1 - float(m) ** steps
         q = fig.get("d_dev_momentum queue only")
-        txt = (f"- **Momentum variant.** With momentum {m} and {steps} steps, the momentum encoder has moved "
-               f"{100 * moved:.0f}% of the way from the start towards the online encoder, so the queue's negatives come from an "
+        txt = (f"- **Momentum variant.** With momentum {m} and {steps} steps, the momentum encoder's weights are still "
+               f"{100 * (1 - moved):.0f}% those of the starting model ({m}^{steps}), so the queue's negatives come from an "
                "encoder close to the untrained one")
         if q is not None:
             txt += f"; the queue alone changed dev by {q:+.2f} against SimCSE"
@@ -506,7 +508,11 @@ def plot_length(st: Study, path: Path) -> Optional[Path]:
     names = bucket_names(st.docs)
     plt = _plt()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    width = 0.8 / len(labels)
+    width = 0.8 / (len(labels) + 1)
+    pa = PAPER["stsb_buckets"]["SimCSE"]
+    if len(names) == 2:
+        ax.bar(np.arange(2) + (len(labels) / 2) * width, pa, width=width, color="lightgray", hatch="//",
+               label="paper SimCSE (BERT-base)")
     for j, lab in enumerate(labels):
         docs = st.get(lab)
         ms, ss = [], []
@@ -514,14 +520,15 @@ def plot_length(st: Study, path: Path) -> Optional[Path]:
             m, s, _ = mean_std([bucket(d, "STSBenchmark", i) for d in docs])
             ms.append(np.nan if m is None else m)
             ss.append(0.0 if s is None else s)
-        xs = np.arange(len(names)) + (j - (len(labels) - 1) / 2) * width
+        xs = np.arange(len(names)) + (j - len(labels) / 2) * width
         ax.bar(xs, ms, width=width, yerr=ss, capsize=2, label=lab)
         pcs = [(d["eval"].get("probe") or {}).get("per_count") or [] for d in docs]
         if pcs and pcs[0]:
             acc: Dict[int, List[float]] = {}
             for pc in pcs:
                 for p in pc:
-                    acc.setdefault(p["inserted"], []).append(p["mean_cosine"])
+                    if p.get("pairs", 0) >= 10:  # counts with a handful of pairs are noise
+                        acc.setdefault(p["inserted"], []).append(p["mean_cosine"])
             ks = sorted(acc)
             ax2.plot(ks, [sum(acc[k]) / len(acc[k]) for k in ks], marker="o", label=lab)
     ax.set_xticks(np.arange(len(names)))
@@ -531,7 +538,7 @@ def plot_length(st: Study, path: Path) -> Optional[Path]:
     ax.legend(fontsize=7)
     ax2.set_xlabel("repeated sub-word tokens")
     ax2.set_ylabel("mean cosine(sentence, repeated copy)")
-    ax2.set_title("repetition probe")
+    ax2.set_title("repetition probe (counts with >= 10 pairs)")
     ax2.legend(fontsize=7)
     for a in (ax, ax2):
         a.grid(alpha=0.3)
