@@ -184,3 +184,19 @@ def test_default_model_matches_sentence_transformers(shared_data):
     theirs = st.encode(sents, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
     cos = (ours * theirs).sum(axis=1)
     assert cos.min() >= 0.9999, cos.min()
+
+
+def test_length_batches_cover_every_row_once_within_budget():
+    from esimcse_cli.core.encoder import length_batches
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 300, size=1000)
+    batches = list(length_batches(lengths, batch_size=8, tokens_per_sentence=64))
+    seen = np.concatenate(batches)
+    assert sorted(seen.tolist()) == list(range(1000))
+    for b in batches:
+        assert len(b) >= 1
+        assert len(b) == 1 or lengths[b].max() * len(b) <= 8 * 64
+        assert lengths[b[0]] == lengths[b].max()  # longest first: the batch pads to it
+    firsts = [lengths[b[0]] for b in batches]
+    assert firsts == sorted(firsts, reverse=True)

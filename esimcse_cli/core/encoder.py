@@ -5,6 +5,8 @@ How it is fast without being clever:
 * the whole list (or chunk) is tokenised once, in one call to the fast tokenizer, without padding;
 * sentences are sorted by their real token length (not by characters), so each batch pads to almost
   nothing; a batch whose sentences all have the same length is run without an attention mask;
+* a batch is a budget of padded tokens (``batch_size`` sentences of 64 tokens), not a fixed count of
+  sentences: short sentences go in larger batches, long ones in smaller ones (:func:`length_batches`);
 * everything runs under :func:`torch.inference_mode`, and vectors are written straight into the output
   array (a numpy memmap for large inputs), so memory stays bounded by one chunk.
 """
@@ -102,13 +104,12 @@ class SentenceEncoder:
         if n == 0:
             return out
         ids = self.tokenize(texts)
-        order = np.argsort(-np.fromiter((len(x) for x in ids), dtype=np.int64, count=n), kind="stable")
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.inference_mode():
-                for start in range(0, n, batch_size):
-                    idx = order[start : start + batch_size]
+                for idx in length_batches(lengths, batch_size):
                     input_ids, mask = self.pad([ids[i] for i in idx])
                     vec = self.embed(input_ids, mask).float()
                     if normalize:
@@ -141,6 +142,29 @@ class SentenceEncoder:
             self.encode(chunk, batch_size=batch_size, normalize=normalize, progress=progress, out=_RowView(out, row))
             row += len(chunk)
         return row
+
+
+TOKENS_PER_SENTENCE = 64
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, tokens_per_sentence: int = TOKENS_PER_SENTENCE) -> Iterator[np.ndarray]:
+    """Index batches, longest sentences first, each within a budget of padded tokens.
+
+    The budget is ``batch_size * tokens_per_sentence`` padded tokens (``batch_size`` sentences of 64 tokens),
+    and a batch never holds fewer than one sentence. Sorted by length, a batch pads to almost nothing; short
+    sentences ride in larger batches and long ones in smaller ones, so every forward pass multiplies matrices
+    of about the same height, and memory is bounded by the budget rather than by the longest sentence.
+    On a 2-core CPU this is markedly faster than a fixed count of sentences per batch (see docs/RESULTS.md).
+    """
+    order = np.argsort(-lengths, kind="stable")
+    budget = max(1, int(batch_size)) * tokens_per_sentence
+    start = 0
+    n = len(order)
+    while start < n:
+        width = max(1, int(lengths[order[start]]))  # the longest in the batch: it is the first
+        size = max(1, budget // width)
+        yield order[start : start + size]
+        start += size
 
 
 class _RowView:
