@@ -120,3 +120,67 @@ def test_to_cli_args_round_trips_through_the_cli_parser():
     p = ctx.params
     assert (p["corpus"], p["output"], p["method"], p["repetition"], p["dup_rate"], p["batch_size"], p["mlp"], p["pooler"]) == (
         "c.txt", "o", "simcse", True, 0.24, 16, False, "avg")
+
+
+def test_model_path_in_a_config_is_confined_but_hub_names_pass(tmp_path):
+    cfg_dir = tmp_path / "cfgs"
+    cfg_dir.mkdir()
+    (cfg_dir / "mymodel").mkdir()
+    (tmp_path / "outside").mkdir()
+    c = build_config({}, write(cfg_dir, "model: mymodel\n"))
+    assert c.model == str((cfg_dir / "mymodel").resolve())  # relative to the config's folder
+    for value in ("default", "bert-base-uncased", "princeton-nlp/unsup-simcse-bert-base-uncased"):
+        assert build_config({}, write(cfg_dir, f"model: {value}\n")).model == value
+    for value in (str(tmp_path / "outside"), "../outside", "~/models/x", "/no/such/model"):
+        with pytest.raises(ConfigError, match="model: .* leaves the config file's folder"):
+            build_config({}, write(cfg_dir, f"model: '{value}'\n"))
+    (cfg_dir / "link").symlink_to(tmp_path / "outside")
+    with pytest.raises(ConfigError, match="model"):
+        build_config({}, write(cfg_dir, "model: link\n"))
+    # the command line may name any model
+    assert build_config({"model": str(tmp_path / "outside")}, write(cfg_dir, "model: ../outside\n")).model == str(tmp_path / "outside")
+
+
+def test_a_config_file_cannot_turn_on_remote_code(tmp_path):
+    p = write(tmp_path, "trust_remote_code: true\n")
+    with pytest.raises(ConfigError, match="--trust-remote-code"):
+        build_config({}, p)
+    assert build_config({"trust_remote_code": True}, p).trust_remote_code is True
+    assert build_config({}, write(tmp_path, "trust_remote_code: false\n")).trust_remote_code is False
+
+
+@pytest.mark.parametrize("key", ["lr", "temperature", "weight_decay", "queue_ratio", "max_grad_norm", "momentum"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_numbers_are_refused(key, value):
+    with pytest.raises(ConfigError, match=f"--{key.replace('_', '-')}"):
+        build_config({key: value})
+
+
+def test_a_run_from_a_config_writes_only_inside_its_output_folder(tmp_path, tiny_model_dir, monkeypatch):
+    """Every file a run writes is under output_dir (resolved inside the config's folder); nothing else changes."""
+    import random
+    import tempfile
+
+    from clirunner import run_main
+    from conftest import WORDS
+
+    r = random.Random(0)
+    cfg_dir = tmp_path / "project"
+    cfg_dir.mkdir()
+    (cfg_dir / "corpus.txt").write_text("\n".join(" ".join(r.choice(WORDS) for _ in range(6)) for _ in range(20)) + "\n")
+    (cfg_dir / "train.yaml").write_text(f"corpus: corpus.txt\noutput_dir: runs/first\nmodel: '{tiny_model_dir}'\nbatch_size: 4\n"
+                                        "max_steps: 2\nsave_steps: 1\nmax_length: 16\nkeep_state: true\n")
+    (cfg_dir / "runs").mkdir()
+    systmp = tmp_path / "systmp"
+    systmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(systmp))
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    before = {p for p in tmp_path.rglob("*")}
+    res = run_main("train", "--config", str(cfg_dir / "train.yaml"), "-m", str(tiny_model_dir), cwd=cwd)
+    assert res.code == 0, res.stderr
+    new = {p for p in tmp_path.rglob("*")} - before - {cfg_dir / "runs" / "first"}
+    run = (cfg_dir / "runs" / "first").resolve()
+    assert new and all(run in p.resolve().parents for p in new), sorted(map(str, new))
+    assert {"model.safetensors", "train_config.yaml", "manifest.json", "metrics.jsonl", "state"} <= {p.name for p in run.iterdir()}
+    assert list(systmp.iterdir()) == [] and list(cwd.iterdir()) == []

@@ -7,9 +7,11 @@ type is refused naming the key and the type, and out-of-range values are refused
 :meth:`TrainConfig.validate`. YAML is read with :func:`yaml.safe_load`, so tags such as
 ``!!python/object`` are refused.
 
-Path values read from a config file (``corpus``, ``dev_data``, ``output_dir``) are resolved
-relative to the folder of that file and may not leave it (an absolute path or ``..`` that
-escapes is refused); paths given on the command line are taken as they are.
+Path values read from a config file (``corpus``, ``dev_data``, ``output_dir``, and ``model`` when it
+names a local folder) are resolved relative to the folder of that file and may not leave it (an
+absolute path, ``..`` or a symbolic link that escapes is refused); a config file may not turn
+``trust_remote_code`` on. Every file a run writes is inside ``output_dir`` (fixed names). Paths given
+on the command line are taken as they are.
 
 Options whose default depends on ``method`` (``repetition``, ``momentum_queue``) are ``None``
 until :meth:`TrainConfig.resolved` fills them in:
@@ -25,6 +27,7 @@ simcse     off         off
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -133,6 +136,10 @@ class TrainConfig:
             if getattr(self, key) not in allowed:
                 bad(key, f"{getattr(self, key)!r} is not one of {', '.join(allowed)}")
 
+        for f in fields(self):  # nan/inf pass the range checks below (nan > 0 is False, inf > 0 is True)
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                bad(f.name, f"must be a finite number, got {value}")
         choice("method", METHODS)
         choice("repetition_variant", VARIANTS)
         choice("momentum_variant", VARIANTS)
@@ -248,6 +255,8 @@ def check_values(values: Mapping[str, Any], source: str) -> Dict[str, Any]:
 def read_yaml(path: str | os.PathLike) -> Dict[str, Any]:
     """Read a YAML mapping safely; one-line errors for a missing file, bad YAML or unsafe tags."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, expected a YAML config file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
@@ -267,19 +276,43 @@ def read_yaml(path: str | os.PathLike) -> Dict[str, Any]:
 
 
 def _confine_paths(values: Dict[str, Any], config_path: Path) -> Dict[str, Any]:
-    """Resolve path values of a config file against its folder; refuse those that leave it."""
+    """Resolve path values of a config file against its folder; refuse those that leave it.
+
+    ``corpus``, ``dev_data`` and ``output_dir`` are paths. ``model`` is a path when it names an existing
+    file or folder (relative to the config's folder, or as the loader would see it from the working
+    folder), or looks like one (absolute, ``~``, ``..``); otherwise it is a hub name and left alone.
+    Symbolic links are followed before the check. ``trust_remote_code: true`` is refused in a file: only
+    the command-line flag turns it on.
+    """
     base = config_path.resolve().parent
+
+    def refuse(key: str, value: str) -> None:
+        raise ConfigError(f"{config_path}: {key}: {value!r} leaves the config file's folder; give it on the command line instead")
+
+    def inside(target: Path) -> bool:
+        return target == base or base in target.parents
+
     for key in PATH_KEYS:
         value = values.get(key)
         if value is None or value == "-":
             continue
-        p = Path(value)
+        p = Path(value).expanduser()
         target = (base / p).resolve()
-        if p.is_absolute() or not (target == base or base in target.parents):
-            raise ConfigError(
-                f"{config_path}: {key}: {value!r} leaves the config file's folder; give it on the command line instead"
-            )
+        if p.is_absolute() or not inside(target):
+            refuse(key, value)
         values[key] = str(target)
+    model = values.get("model")
+    if model is not None and model.strip() not in ("", "default"):
+        p = Path(model).expanduser()
+        target = (base / p).resolve()
+        if os.path.lexists(base / p):
+            if not inside(target):
+                refuse("model", model)
+            values["model"] = str(target)
+        elif p.is_absolute() or model.startswith("~") or ".." in p.parts or os.path.lexists(p):
+            refuse("model", model)
+    if values.get("trust_remote_code"):
+        raise ConfigError(f"{config_path}: trust_remote_code: a config file may not turn it on; pass --trust-remote-code")
     return values
 
 
