@@ -306,3 +306,102 @@ def test_insertion_and_deletion_baselines_build_the_second_view(tiny_model_dir, 
     assert all(g >= 0 for g in grow) if aug == "insertion" else all(g <= 0 for g in grow)
     assert any(g != 0 for g in grow)
     assert all(o[0] == tok.cls_token_id and o[-1] == tok.sep_token_id for o in out)
+
+
+# ----------------------------------------------------------------------------- a second signal during the save
+def _no_leftovers(out: Path) -> None:
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+
+def test_second_sigint_during_the_save_stops_at_once_and_keeps_the_previous_state(tiny_model_dir, corpus, tmp_path, monkeypatch):
+    """First SIGINT: finish the step and save. A second one while the tensors are being written: stop now;
+    the half-written new state is dropped, the previous complete state (step 1) stays, and --resume works."""
+    import signal
+
+    from esimcse_cli.core import checkpoint as ckpt
+
+    real_save = ckpt.save_file
+    saves = []
+
+    def save_then_signal(tensors, path, *a, **k):
+        real_save(tensors, path, *a, **k)
+        saves.append(path)
+        if len(saves) == 2:  # the save that the first SIGINT asked for (step 2)
+            os.kill(os.getpid(), signal.SIGINT)
+            raise AssertionError("the second SIGINT did not stop the save")
+
+    def first_signal(row):
+        if row["step"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(ckpt, "save_file", save_then_signal)
+    out = tmp_path / "out"
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg_for(tiny_model_dir, corpus, out, max_steps=6, save_steps=1, eval_steps=0), on_step=first_signal)
+    assert signal.getsignal(signal.SIGINT) is handler  # handlers restored
+    assert len(saves) == 2
+    assert json.loads((out / "state" / "state.json").read_text())["step"] == 1
+    _no_leftovers(out)
+    monkeypatch.setattr(ckpt, "save_file", real_save)
+    res = train(config_for_resume(str(out), {"max_steps": 3}))
+    assert res.step == 3 and not (out / "state").exists()
+
+
+def test_second_sigterm_between_the_renames_still_leaves_a_whole_state(tiny_model_dir, corpus, tmp_path, monkeypatch):
+    """Through the CLI: a second SIGTERM in the instant between moving the old state aside and renaming the
+    new one in is held until the swap is done, then stops the run: exit 143, the complete new state (step 3)."""
+    import signal
+
+    from clirunner import run_main
+
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        pytest.skip("SIGTERM is handled by the test runner")  # the CLI would not install its own handler
+    real_replace, real_lr = os.replace, trainer_mod.lr_factor
+    sent = []
+
+    def lr_then_first_signal(step, *a, **k):
+        if step == 2 and not sent:  # the 3rd step starts: the first SIGTERM, the trainer saves after it
+            sent.append("first")
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_lr(step, *a, **k)
+
+    def replace_with_signal(src, dst, *a, **k):
+        if str(dst).endswith(os.sep + "x") and sent == ["first"]:  # the old state is being moved aside
+            sent.append("second")
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(trainer_mod, "lr_factor", lr_then_first_signal)
+    monkeypatch.setattr(os, "replace", replace_with_signal)
+    out = tmp_path / "out"
+    r = run_main("train", str(corpus), "-o", str(out), "-m", str(tiny_model_dir), "-b", "8", "--max-steps", "6", "--save-steps", "2",
+                 "--eval-steps", "0", "--max-length", "16")
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert sent == ["first", "second"]
+    assert r.code == 143, r.stderr
+    assert "Traceback" not in r.stderr and r.lines[-1] == "esimcse: error: interrupted (SIGTERM)"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    meta = json.loads((out / "state" / "state.json").read_text())
+    assert meta["step"] == 3
+    _no_leftovers(out)
+    from esimcse_cli.core.checkpoint import load_state
+
+    tensors, _ = load_state(out)
+    assert "online.backbone.embeddings.word_embeddings.weight" in tensors
+
+
+def test_a_save_killed_between_the_renames_is_recovered(tiny_model_dir, corpus, tmp_path):
+    """SIGKILL cannot be held: if it lands between the renames, the previous state is put back on --resume."""
+    out = tmp_path / "out"
+    res = train(cfg_for(tiny_model_dir, corpus, out, max_steps=4, save_steps=0), should_stop=lambda s: s == 2)
+    assert res.stopped == "callback"
+    # what the kill leaves: no OUT/state, the previous state under .state.XXX.old/x, a new one half-written
+    aside = out / ".state.abc123.old"
+    aside.mkdir()
+    os.replace(out / "state", aside / "x")
+    (out / ".state.def456.tmp").mkdir()
+    (out / ".state.def456.tmp" / "state.safetensors").write_bytes(b"half")
+    res = train(config_for_resume(str(out), {"max_steps": 4}))
+    assert res.step == 4 and res.stopped is None
+    _no_leftovers(out)

@@ -67,9 +67,9 @@ def atomic_write_text(target: str | os.PathLike, text: str) -> None:
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; swap it into place when the block succeeds.
 
-    An existing ``target`` is first moved aside and deleted only after the new folder is in place,
-    so an interruption leaves either the old folder or the new one (at worst both, never a half one
-    under the target's name).
+    An existing ``target`` is first moved aside and deleted only after the new folder is in place; the two
+    renames run with SIGINT/SIGTERM held, so an interruption leaves either the old folder or the complete new
+    one under the target's name, never a half one and never none.
     """
     import shutil
 
@@ -78,15 +78,52 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     if not parent.is_dir():
         raise InputError(f"{target}: output folder {parent} does not exist")
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
+    old = None
     try:
         yield tmp
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=parent))
-            os.replace(target, old / "x")
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        # The two renames must not be split by a signal: between them neither folder is under the target's
+        # name. SIGINT/SIGTERM arriving here are held and re-delivered right after (main thread only).
+        with _signals_held():
+            if target.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=parent))
+                os.replace(target, old / "x")
+            os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not target.exists() and (old / "x").exists():
+            os.replace(old / "x", target)  # the second rename failed: put the previous folder back
         raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM for a few system calls, then deliver them (in the main thread; elsewhere a no-op).
+
+    Blocking with ``pthread_sigmask`` would not do: a signal is delivered to any thread that does not block
+    it (torch's worker threads), and Python then runs the handler in the main thread at once. So the Python
+    handlers are swapped for a recorder instead, and each signal that arrived is raised again afterwards.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list = []
+    saved = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        current = signal.getsignal(sig)
+        if current in (signal.SIG_IGN, None):
+            continue
+        saved[sig] = current
+        signal.signal(sig, lambda signum, frame: got.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        for signum in got:
+            signal.raise_signal(signum)

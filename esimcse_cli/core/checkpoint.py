@@ -142,7 +142,33 @@ def load_state(output_dir: str | os.PathLike) -> Tuple[Dict[str, torch.Tensor], 
         raise InputError(f"{d}: saved training state is unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
         raise InputError(f"{d / STATE_META}: not a training state written by this version of esimcse")
+    step = meta.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0 or not isinstance(meta.get("config"), dict):
+        raise InputError(f"{d / STATE_META}: incomplete training state (no valid 'step' and 'config')")
     return tensors, meta
+
+
+def recover_state(output_dir: str | os.PathLike) -> None:
+    """Tidy what a save killed outright (SIGKILL, power loss) may leave beside ``OUT/state``.
+
+    :func:`~esimcse_cli.core.atomic.atomic_dir` writes ``.state.*.tmp`` and moves the previous state to
+    ``.state.*.old/x`` just before renaming the new one into place. If the state is missing but such a
+    previous state is complete, it is put back; the other leftovers are removed.
+    """
+    out = Path(output_dir)
+    if not out.is_dir():
+        return
+    target = state_dir(out)
+    olds = sorted(out.glob(f".{STATE_DIR}.*.old"), key=lambda p: p.stat().st_mtime, reverse=True)
+    if not target.exists():
+        for old in olds:
+            x = old / "x"
+            if (x / STATE_TENSORS).is_file() and (x / STATE_META).is_file():
+                os.replace(x, target)
+                break
+    for leftover in [*olds, *out.glob(f".{STATE_DIR}.*.tmp"), *out.glob(".model.*.tmp")]:
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def remove_state(output_dir: str | os.PathLike) -> None:

@@ -270,12 +270,16 @@ class _SignalCatcher:
         return self
 
     def _handle(self, signum, frame):
-        if self.signum is not None:  # second time: restore and re-raise the default behaviour
+        if self.signum is not None:  # second time: restore the previous handler and let it act now
             old = self._old.get(signum)
             signal.signal(signum, old if old is not None else signal.SIG_DFL)
+            log.warning("%s again: stopping now; the last complete state (if any) is kept", signal.Signals(signum).name)
+            if callable(old):  # the CLI's handler (exit 130/143 after clean-up) or Python's KeyboardInterrupt
+                old(signum, frame)
+                return
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt
-            os.kill(os.getpid(), signum)
+            os.kill(os.getpid(), signum)  # SIG_DFL: die now; a state folder is only ever swapped in whole
             return
         self.signum = signum
         log.warning("%s received: finishing this step and saving state (send it again to stop at once)", signal.Signals(signum).name)
@@ -312,6 +316,8 @@ def prepare_output(cfg: TrainConfig) -> Path:
         raise InputError(f"{out}: output folder's parent {parent} does not exist")
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
+    if cfg.resume or cfg.overwrite:
+        ckpt.recover_state(out)  # leftovers of a run killed mid-save (SIGKILL, power loss)
     if cfg.resume:
         if not ckpt.has_state(out):
             raise InputError(f"{out}: no saved training state to resume from ({ckpt.state_dir(out)} is missing)")
@@ -332,6 +338,7 @@ def clear_previous_run(out: Path) -> None:
 
 def config_for_resume(output_dir: str, overrides: Optional[Dict[str, Any]] = None) -> TrainConfig:
     """The saved run's config with ``overrides`` (only options in :data:`MUTABLE_ON_RESUME`) on top."""
+    ckpt.recover_state(output_dir)
     _, meta = ckpt.load_state(output_dir)
     saved = check_values(meta.get("config", {}), str(ckpt.state_dir(output_dir) / ckpt.STATE_META))
     overrides = {k.replace("-", "_"): v for k, v in (overrides or {}).items() if v is not None}
@@ -380,7 +387,7 @@ def _wants_cuda(cfg: TrainConfig) -> bool:
 
 def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_start) -> TrainResult:
     from esimcse_cli.core.encoder import SentenceEncoder
-    from esimcse_cli.core.models import load_backbone, resolve_device
+    from esimcse_cli.core.models import check_model, load_backbone, resolve_device
 
     main = dist.is_main
     # ---- device and precision
@@ -403,6 +410,7 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
         _check_resume_config(cfg, saved_meta)
 
     score_dev = make_dev_scorer(cfg) if main else None  # bad dev data fails here, before the slow parts
+    check_model(cfg.model)  # a broken model folder fails here, before the corpus is spooled (cheap: no weights read)
 
     # ---- corpus
     corpus = CorpusIndex.build(cfg.corpus, work, cfg.text_column, cfg.encoding_errors, cfg.dedupe)
@@ -411,6 +419,8 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
         raise InputError(f"{corpus.stats['source']}: not the corpus the saved state was trained on (sha256 differs)")
     per_rank = cfg.batch_size // dist.world_size
     micro_per_epoch = n // cfg.batch_size
+    if n == 0:
+        raise InputError(f"{corpus.stats['source']}: no sentences to train on (the corpus is empty or has only blank lines)")
     if micro_per_epoch < 1:
         raise InputError(f"{corpus.stats['source']}: {n} usable sentences, fewer than one batch of {cfg.batch_size}")
     total = cfg.max_steps if cfg.max_steps else (cfg.epochs * micro_per_epoch) // cfg.grad_accum
@@ -432,12 +442,16 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
     step, best_dev, best_step = 0, None, None
     metrics: List[Dict[str, Any]] = []
     if cfg.resume:
-        ckpt.load_module_tensors("online", online, saved_tensors)
-        if momentum is not None:
-            ckpt.load_module_tensors("momentum", momentum, saved_tensors)
-            queue.load_state_tensor(saved_tensors["queue"])
-        ckpt.load_optimizer_tensors(opt, saved_tensors)
-        ckpt.set_rng_state(saved_tensors, saved_meta.get("rng", {}))
+        try:
+            ckpt.load_module_tensors("online", online, saved_tensors)
+            if momentum is not None:
+                ckpt.load_module_tensors("momentum", momentum, saved_tensors)
+                queue.load_state_tensor(saved_tensors["queue"])
+            ckpt.load_optimizer_tensors(opt, saved_tensors)
+            ckpt.set_rng_state(saved_tensors, saved_meta.get("rng", {}))
+        except (EsimcseError, KeyError, ValueError, TypeError, RuntimeError) as exc:  # a state edited or of another model
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise InputError(f"{ckpt.state_dir(out)}: saved state does not match this model and config ({type(exc).__name__}: {first})") from None
         step = int(saved_meta["step"])
         best_dev, best_step = saved_meta.get("best_dev"), saved_meta.get("best_step")
         metrics = _read_metrics(out / "metrics.jsonl", step)
