@@ -328,14 +328,260 @@ def test_length_analysis_bad_input(ws, out_dir, tiny_model_dir, args, needles):
 
 
 # --------------------------------------------------------------------------------------------- train
-# TRAIN: the train round fills this in (helper-3's files are still changing). Cases to add, each through
-# check_clean_failure with the output folder under out_dir:
-#   missing / folder / non-UTF-8 / empty corpus; a corpus with fewer sentences than one batch;
-#   YAML config: unknown key, wrong type, `!!python/object` tag, a path that escapes the config's folder;
-#   --dup-rate -0.1 / 1.5, --queue-size -1, --batch-size 0, --lr -1, --temperature 0, --momentum 1.5;
-#   an output folder that exists without --overwrite; --resume without saved state; a corrupt state file;
-#   the model matrix above (missing/corrupt config.json, corrupt weights, no tokenizer, --model=).
-TRAIN: list = []
+# Each case through check_train_failure: exit 2 (3 only for a NaN loss, tested in test_trainer.py), one line,
+# no traceback, and no output folder, state or temporary file left; where the output folder existed before the
+# run, it is byte-for-byte unchanged. Cheap checks run before the corpus is read or a model is loaded.
+def _train_words(n: int, seed: int = 0) -> list[str]:
+    import random
+
+    from conftest import WORDS
+
+    r = random.Random(seed)
+    return [" ".join(r.choice(WORDS) for _ in range(r.randint(3, 9))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tws(ws) -> Path:
+    """Training inputs (beside the shared ones): corpora, YAML configs, saved states."""
+    w = ws / "train"
+    w.mkdir()
+    lines = _train_words(24)
+    (w / "corpus.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (w / "small.txt").write_text("\n".join(lines[:3]) + "\n", encoding="utf-8")  # fewer than one batch of 4
+    (w / "blank.txt").write_text("\n  \n\n", encoding="utf-8")  # only blank lines: no sentences
+    (w / "latin1.txt").write_bytes(("\n".join(lines[:10]) + "\n").encode() + b"caf\xe9 au lait\n" + ("\n".join(lines[10:]) + "\n").encode())
+    shutil.copytree(ws / "sts", w / "sts_no_dev")
+    (w / "sts_no_dev" / "STS" / "STSBenchmark" / "sts-dev.csv").unlink()
+    # configs
+    c = w / "cfg"
+    c.mkdir()
+    (c / "corpus.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (c / "not_yaml.yaml").write_text("batch_size: [1, 2\nlr: :\n", encoding="utf-8")
+    (c / "unknown_key.yaml").write_text("corpus: corpus.txt\nbatch_sise: 4\n", encoding="utf-8")
+    (c / "wrong_type.yaml").write_text("corpus: corpus.txt\nbatch_size: four\n", encoding="utf-8")
+    (c / "python_tag.yaml").write_text("corpus: !!python/object/apply:os.system ['touch pwned']\n", encoding="utf-8")
+    (c / "escape.yaml").write_text("corpus: ../../etc/passwd\n", encoding="utf-8")
+    (c / "escape_abs.yaml").write_text("corpus: /etc/passwd\n", encoding="utf-8")
+    (c / "escape_out.yaml").write_text("corpus: corpus.txt\noutput_dir: ../../escaped-run\n", encoding="utf-8")
+    (c / "escape_dev.yaml").write_text("corpus: corpus.txt\ndev_data: ../../senteval\n", encoding="utf-8")
+    (c / "escape_model.yaml").write_text(f"corpus: corpus.txt\nmodel: {ws}/m_bad_config\n", encoding="utf-8")
+    (c / "escape_link.yaml").write_text("corpus: link.txt\n", encoding="utf-8")
+    (c / "link.txt").symlink_to(w / "corpus.txt")  # inside by name, outside by target
+    (c / "remote_code.yaml").write_text("corpus: corpus.txt\ntrust_remote_code: true\n", encoding="utf-8")
+    (c / "list.yaml").write_text("- corpus.txt\n", encoding="utf-8")
+    (c / "latin1.yaml").write_bytes(b"corpus: caf\xe9.txt\n")
+    (c / "bad_range.yaml").write_text("corpus: corpus.txt\ndup_rate: 1.5\n", encoding="utf-8")
+    return w
+
+
+TRAIN_OK = "train {t}/corpus.txt -o {out}/run -m {tiny} -b 4 --max-steps 1 --save-steps 0 --eval-steps 0 --max-length 16"
+TRAIN = [
+    # the corpus
+    ("missing corpus", "train {t}/nope.txt -o {out}/run -m {tiny} -b 4", ["nope.txt", "no such file"]),
+    ("corpus is a folder", "train {w}/folder -o {out}/run -m {tiny} -b 4", ["folder", "is a folder"]),
+    ("corpus not UTF-8", "train {t}/latin1.txt -o {out}/run -m {tiny} -b 4", ["latin1.txt:11:", "not valid UTF-8", "--encoding-errors"]),
+    ("corpus empty", "train {w}/empty.txt -o {out}/run -m {tiny} -b 4", ["empty.txt", "no sentences"]),
+    ("corpus only blank lines", "train {t}/blank.txt -o {out}/run -m {tiny} -b 4", ["blank.txt", "no sentences", "blank"]),
+    ("corpus smaller than a batch", "train {t}/small.txt -o {out}/run -m {tiny} -b 4", ["small.txt", "fewer than one batch of 4"]),
+    ("corpus binary", "train {w}/random.bin -o {out}/run -m {tiny} -b 4", ["random.bin:2:", "not valid UTF-8"]),
+    ("no corpus", "train -o {out}/run -m {tiny}", ["no corpus"]),
+    ("csv needs a column", "train {w}/two_cols.csv -o {out}/run -m {tiny} -b 4", ["two_cols.csv", "--text-column"]),
+    # options out of range
+    ("unknown method", TRAIN_OK + " --method moco", ["--method", "'moco'"]),
+    ("lr negative", TRAIN_OK + " --lr -1", ["--lr", "-1"]),
+    ("lr zero", TRAIN_OK + " --lr 0", ["--lr", "0"]),
+    ("lr nan", TRAIN_OK + " --lr nan", ["--lr", "nan"]),
+    ("dup-rate above 1", TRAIN_OK + " --dup-rate 1.5", ["--dup-rate", "1.5"]),
+    ("dup-rate negative", TRAIN_OK + " --dup-rate -0.1", ["--dup-rate", "-0.1"]),
+    ("dup-rate nan", TRAIN_OK + " --dup-rate nan", ["--dup-rate", "nan"]),
+    ("queue-size negative", TRAIN_OK + " --queue-size -1", ["--queue-size", "-1"]),
+    ("queue-ratio negative", TRAIN_OK + " --queue-ratio -2", ["--queue-ratio", "-2"]),
+    ("batch size 0", TRAIN_OK + " --batch-size 0", ["--batch-size", "0"]),
+    ("batch size not a number", TRAIN_OK + " -b many", ["--batch-size", "valid integer"]),
+    ("momentum above 1", TRAIN_OK + " --momentum 1.5", ["--momentum", "1.5"]),
+    ("momentum negative", TRAIN_OK + " --momentum -0.5", ["--momentum", "-0.5"]),
+    ("temperature 0", TRAIN_OK + " --temperature 0", ["--temperature", "0"]),
+    ("temperature inf", TRAIN_OK + " --temperature inf", ["--temperature", "inf"]),
+    ("max-steps negative", TRAIN_OK + " --max-steps -5", ["--max-steps", "-5"]),
+    ("max-steps 0", TRAIN_OK + " --max-steps 0", ["--max-steps", "0"]),
+    ("epochs 0", TRAIN_OK + " --epochs 0", ["--epochs", "0"]),
+    ("max-length 0", TRAIN_OK + " --max-length 0", ["--max-length", "0"]),
+    ("dropout 1", TRAIN_OK + " --dropout 1", ["--dropout", "1"]),
+    ("warmup negative", TRAIN_OK + " --warmup -1", ["--warmup", "-1"]),
+    ("grad-accum 0", TRAIN_OK + " --grad-accum 0", ["--grad-accum", "0"]),
+    ("max-grad-norm 0", TRAIN_OK + " --max-grad-norm 0", ["--max-grad-norm", "0"]),
+    ("weight-decay negative", TRAIN_OK + " --weight-decay -1", ["--weight-decay", "-1"]),
+    ("eval-steps negative", TRAIN_OK + " --eval-steps -1", ["--eval-steps", "-1"]),
+    ("unknown pooler", TRAIN_OK + " --pooler max", ["--pooler", "'max'"]),
+    ("unknown scheduler", TRAIN_OK + " --scheduler cosine", ["--scheduler", "'cosine'"]),
+    ("unknown augmentation", TRAIN_OK + " --augmentation shuffle", ["--augmentation", "'shuffle'"]),
+    ("unknown repetition variant", TRAIN_OK + " --repetition-variant v2", ["--repetition-variant", "'v2'"]),
+    ("unknown encoding errors", TRAIN_OK + " --encoding-errors maybe", ["--encoding-errors", "'maybe'"]),
+    ("unknown preset", TRAIN_OK + " --preset bert-huge", ["--preset", "'bert-huge'"]),
+    ("unknown device", TRAIN_OK + " --device tpu", ["--device", "tpu"]),
+    ("bf16 on CPU", TRAIN_OK + " --device cpu --bf16", ["--bf16", "CUDA"]),
+    ("unknown option", TRAIN_OK + " --fast", ["--fast"]),
+    # YAML config
+    ("config missing", TRAIN_OK + " --config {t}/cfg/nope.yaml", ["nope.yaml", "not found"]),
+    ("config is a folder", TRAIN_OK + " --config {t}/cfg", ["cfg", "is a folder"]),
+    ("config not YAML", TRAIN_OK + " --config {t}/cfg/not_yaml.yaml", ["not_yaml.yaml:", "invalid YAML"]),
+    ("config not UTF-8", TRAIN_OK + " --config {t}/cfg/latin1.yaml", ["latin1.yaml", "UTF-8"]),
+    ("config not a mapping", TRAIN_OK + " --config {t}/cfg/list.yaml", ["list.yaml", "mapping"]),
+    ("config unknown key", TRAIN_OK + " --config {t}/cfg/unknown_key.yaml", ["unknown_key.yaml", "unknown key 'batch_sise'"]),
+    ("config wrong type", TRAIN_OK + " --config {t}/cfg/wrong_type.yaml", ["wrong_type.yaml", "batch_size", "integer", "'four'"]),
+    ("config value out of range", "train -o {out}/run -m {tiny} --config {t}/cfg/bad_range.yaml", ["--dup-rate", "1.5"]),
+    ("config python tag", "train -o {out}/run -m {tiny} --config {t}/cfg/python_tag.yaml", ["python_tag.yaml:1:", "invalid YAML"]),
+    ("config corpus escapes (..)", "train -o {out}/run -m {tiny} --config {t}/cfg/escape.yaml", ["escape.yaml", "corpus", "leaves the config file's folder"]),
+    ("config corpus absolute", "train -o {out}/run -m {tiny} --config {t}/cfg/escape_abs.yaml", ["escape_abs.yaml", "corpus", "leaves"]),
+    ("config corpus symlink out", "train -o {out}/run -m {tiny} --config {t}/cfg/escape_link.yaml", ["escape_link.yaml", "corpus", "leaves"]),
+    ("config output escapes", "train -m {tiny} --config {t}/cfg/escape_out.yaml", ["escape_out.yaml", "output_dir", "leaves"]),
+    ("config dev data escapes", "train -o {out}/run -m {tiny} --config {t}/cfg/escape_dev.yaml", ["escape_dev.yaml", "dev_data", "leaves"]),
+    ("config model escapes", "train -o {out}/run --config {t}/cfg/escape_model.yaml", ["escape_model.yaml", "model", "leaves"]),
+    ("config trust_remote_code", "train -o {out}/run -m {tiny} --config {t}/cfg/remote_code.yaml", ["remote_code.yaml", "--trust-remote-code"]),
+    # the output folder
+    ("output parent missing", TRAIN_OK.replace("{out}/run", "{out}/no/such/run"), ["run", "does not exist"]),
+    ("output is a file", TRAIN_OK.replace("{out}/run", "{t}/corpus.txt"), ["corpus.txt", "not a folder"]),
+    ("resume without state", TRAIN_OK + " --resume", ["run", "no saved training state"]),
+    ("resume without -o", "train {t}/corpus.txt --resume", ["--resume", "-o"]),
+    # models and dev data
+    ("dev data missing", TRAIN_OK + " --dev-data {w}/no_data", ["no_data"]),
+    ("dev data without STS", TRAIN_OK + " --dev-data {w}/folder", ["folder", "STS"]),
+    ("dev data without STS-B dev", TRAIN_OK + " --dev-data {t}/sts_no_dev", ["STSBenchmark", "dev file not found"]),
+    ("model folder missing", TRAIN_OK.replace("-m {tiny}", "-m {w}/no_model"), ["no_model", "no such model folder"]),
+    ("model empty string", TRAIN_OK.replace("-m {tiny}", "--model="), ["--model", "empty"]),
+    ("model without config.json", TRAIN_OK.replace("-m {tiny}", "-m {w}/m_no_config"), ["m_no_config", "config.json"]),
+    ("model corrupt config.json", TRAIN_OK.replace("-m {tiny}", "-m {w}/m_bad_config"), ["m_bad_config", "JSON"]),
+    ("model corrupt weights", TRAIN_OK.replace("-m {tiny}", "-m {w}/m_bad_weights"), ["m_bad_weights", "cannot load model"]),
+    ("model without weights", TRAIN_OK.replace("-m {tiny}", "-m {w}/m_no_weights"), ["m_no_weights", "weights"]),
+    ("model without tokenizer", TRAIN_OK.replace("-m {tiny}", "-m {w}/m_no_tokenizer"), ["m_no_tokenizer", "tokenizer"]),
+]
+
+
+def _train_expand(args: str, ws: Path, tws: Path, out: Path, tiny: Path) -> list[str]:
+    return [a.replace("{t}", str(tws)) for a in _expand(args, ws, out, tiny)]
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+def check_train_failure(r, out: Path, needles, code: int = 2) -> str:
+    line = check_clean_failure(r, out, needles, code)
+    for stray in ("escaped-run", "pwned"):
+        assert not (out.parent / stray).exists() and not Path(stray).exists()
+    return line
+
+
+@pytest.mark.parametrize("args, needles", [pytest.param(a, n, id=i) for i, a, n in TRAIN])
+def test_train_bad_input(ws, tws, out_dir, tiny_model_dir, args, needles):
+    before = _snapshot(tws)
+    r = run_main(*_train_expand(args, ws, tws, out_dir, tiny_model_dir))
+    check_train_failure(r, out_dir, needles)
+    assert _snapshot(tws) == before  # nothing written beside the inputs (a config's folder included)
+
+
+def test_train_not_utf8_continues_with_encoding_errors_replace(tws, out_dir, tiny_model_dir):
+    r = run_main(*TRAIN_OK.replace("{t}/corpus.txt", str(tws / "latin1.txt")).replace("{out}", str(out_dir))
+                 .replace("{tiny}", str(tiny_model_dir)).split(), "--encoding-errors", "replace")
+    assert r.code == 0, r.stderr
+    assert (out_dir / "run" / "model.safetensors").is_file()
+
+
+def _saved_run(tmp_path_factory, tiny_model_dir, tws) -> Path:
+    """An output folder holding an interrupted run's state (step 1 of 3)."""
+    from esimcse_cli.core.config import build_config
+    from esimcse_cli.core.trainer import train
+
+    out = tmp_path_factory.mktemp("saved") / "run"
+    cfg = build_config({"corpus": str(tws / "corpus.txt"), "output_dir": str(out), "model": str(tiny_model_dir), "batch_size": 4,
+                        "max_steps": 3, "save_steps": 0, "eval_steps": 0, "max_length": 16})
+    res = train(cfg, should_stop=lambda step: step == 1)
+    assert res.stopped == "callback" and (out / "state" / "state.json").is_file()
+    return out
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory, tiny_model_dir, tws) -> Path:
+    return _saved_run(tmp_path_factory, tiny_model_dir, tws)
+
+
+STATE_FAULTS = {
+    "state.json not JSON": (lambda s: (s / "state.json").write_text("{not json", encoding="utf-8"), ["state", "unreadable"]),
+    "state.json a list": (lambda s: (s / "state.json").write_text("[1]", encoding="utf-8"), ["state.json", "not a training state"]),
+    "state.json without step": (lambda s: _edit_json(s / "state.json", lambda d: d.pop("step")), ["state.json", "step"]),
+    "state.json bad config value": (lambda s: _edit_json(s / "state.json", lambda d: d["config"].update(batch_size="x")), ["state.json", "batch_size"]),
+    "state.json unknown config key": (lambda s: _edit_json(s / "state.json", lambda d: d["config"].update(zzz=1)), ["state.json", "'zzz'"]),
+    "state.safetensors corrupt": (lambda s: (s / "state.safetensors").write_bytes(b"\x00garbage" * 32), ["state", "unreadable"]),
+    "state.safetensors truncated": (lambda s: _truncate(s / "state.safetensors"), ["state", "unreadable"]),
+    "state.safetensors missing": (lambda s: (s / "state.safetensors").unlink(), ["run", "no saved training state"]),
+    "state.safetensors of another model": (lambda s: _drop_tensor(s / "state.safetensors"), ["state", "saved state does not match", "LayerNorm"]),
+}
+
+
+def _edit_json(path: Path, edit) -> None:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    edit(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _drop_tensor(path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    t = load_file(str(path))
+    t.pop(next(k for k in t if k.startswith("online.")))
+    save_file(t, str(path))
+
+
+@pytest.mark.parametrize("fault", list(STATE_FAULTS))
+def test_train_resume_with_a_corrupt_state(saved_run, tws, out_dir, tmp_path, tiny_model_dir, fault):
+    run = tmp_path / "run"
+    shutil.copytree(saved_run, run)
+    edit, needles = STATE_FAULTS[fault]
+    edit(run / "state")
+    before = _snapshot(run)
+    r = run_main("train", str(tws / "corpus.txt"), "-o", str(run), "-m", str(tiny_model_dir), "--resume")
+    check_train_failure(r, out_dir, needles)
+    assert _snapshot(run) == before  # the run folder is untouched: the state can still be repaired or inspected
+
+
+@pytest.mark.parametrize(
+    "extra, needles",
+    [
+        pytest.param([], ["run", "not empty", "--overwrite", "--resume"], id="exists without --overwrite"),
+        pytest.param(["--resume", "--batch-size", "8"], ["--batch-size", "cannot change"], id="resume changes batch size"),
+        pytest.param(["--resume", "--max-steps", "-1"], ["--max-steps", "-1"], id="resume with a bad value"),
+    ],
+)
+def test_train_existing_output_folder_is_unchanged(saved_run, tws, out_dir, tmp_path, tiny_model_dir, extra, needles):
+    run = tmp_path / "run"
+    shutil.copytree(saved_run, run)
+    before = _snapshot(run)
+    r = run_main("train", str(tws / "corpus.txt"), "-o", str(run), "-m", str(tiny_model_dir), "-b", "4", *extra)
+    check_train_failure(r, out_dir, needles)
+    assert _snapshot(run) == before
+
+
+def test_train_resume_with_another_corpus_is_refused(saved_run, tws, out_dir, tmp_path, tiny_model_dir):
+    run = tmp_path / "run"
+    shutil.copytree(saved_run, run)
+    before = _snapshot(run)
+    r = run_main("train", str(tws / "latin1.txt"), "-o", str(run), "--resume", "--encoding-errors", "replace")
+    check_train_failure(r, out_dir, ["latin1.txt", "not the corpus"])
+    assert _snapshot(run) == before
+
+
+def test_train_output_that_holds_user_files_is_refused(tws, out_dir, tmp_path, tiny_model_dir):
+    run = tmp_path / "mine"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine", encoding="utf-8")
+    r = run_main(*TRAIN_OK.replace("{t}", str(tws)).replace("{out}/run", str(run)).replace("{tiny}", str(tiny_model_dir)).split())
+    check_train_failure(r, out_dir, ["mine", "--overwrite"])
+    assert _snapshot(run) == {"notes.txt": b"mine"}
 
 
 # --------------------------------------------------------------------------------------------- usage and --debug
