@@ -14,7 +14,10 @@ anonymous memory alone (``RssAnon`` from /proc, every 50 ms) that leaves those p
 
 The check (issue 5): peak RSS of the largest run <= 1.5 x peak RSS of the smallest run + the largest output array.
 
-``--train`` is a stub for the train round: it will measure `esimcse train` the same way.
+``--train`` measures `esimcse train` the same way (a fixed ``--steps`` per size, so only the corpus grows):
+
+    python benchmarks/memory.py --train --model tiny --sizes 1000,10000        # smoke test
+    python benchmarks/memory.py --train --model tiny --write-results           # 10k / 100k / 1M (section memory_train)
 """
 
 from __future__ import annotations
@@ -126,15 +129,114 @@ def mib(n: float) -> str:
     return f"{x:,.0f} MiB" if x >= 100 else f"{x:.1f} MiB"
 
 
-def measure_train(args) -> None:
-    """Stub for the train round: peak RSS of `esimcse train` on 10k / 100k / 1M-line corpora.
+def run_train(src: Path, out: Path, model: str, batch_size: int, steps: int, device: str, spool_dir: Path) -> dict:
+    """One `esimcse train` subprocess: peak RSS (wait4), sampled anonymous RSS, wall time and the time until
+    training starts (the CLI's "corpus ...: N sentences" line: corpus spooled + model loaded)."""
+    cmd = [sys.executable, "-m", "esimcse_cli", "train", str(src), "-o", str(out), "--model", model, "--batch-size", str(batch_size),
+           "--max-steps", str(steps), "--save-steps", "0", "--eval-steps", "0", "--log-steps", "1", "--device", device]
+    # the trainer spools the corpus into a temporary folder: keep it beside the generated files
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TMPDIR": str(spool_dir), "COLUMNS": "200"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=REPO)
+    sampler = AnonSampler(proc.pid)
+    sampler.start()
+    lines: list = []
+    ready: list = []
 
-    Plan: the same generated corpora; `python -m esimcse_cli train FILE -o OUT --model M --max-steps S
-    --batch-size B --save-steps 0` per size, with a fixed number of steps so that only the corpus size varies;
-    peak RSS from os.wait4; the check: 1M peak <= 1.5 x 10k peak (training holds no per-line state beyond the
-    tokenised corpus, which must be streamed or memory-mapped for this to hold).
+    def read() -> None:
+        for raw in proc.stderr:
+            line = raw.decode("utf-8", "replace")
+            if not ready and " sentences (" in line and line.lstrip().startswith("corpus "):
+                ready.append(time.perf_counter() - t0)
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t0
+    sampler.stop.set()
+    sampler.join()
+    reader.join()
+    if proc.returncode != 0:
+        tail = "".join(lines).strip().splitlines()[-3:]
+        raise SystemExit(f"train failed (exit {proc.returncode}): {' / '.join(tail)}")
+    import json
+
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    return {
+        "peak_rss": usage.ru_maxrss * 1024,
+        "peak_anon": sampler.peak_anon,
+        "wall": wall,
+        "ready": ready[0] if ready else float("nan"),
+        "sentences": manifest["corpus"]["sentences"],
+        "steps": manifest["steps"],
+        "train_wall": manifest.get("wall_s"),
+    }
+
+
+def measure_train(args, sizes: list, model: str, label: str, work: Path) -> None:
+    """Peak RSS of `esimcse train` on generated corpora of each size, a fixed number of steps each.
+
+    Only the corpus size varies (same model, batch, steps), so the difference between sizes is what the
+    trainer keeps per line: the corpus is spooled to a temporary file on disk and indexed by an 8-byte offset a
+    line (1M lines = 8 MB, plus an 8 MB permutation for the epoch order). The check: peak RSS at the largest
+    size <= 1.5 x peak RSS at the smallest.
     """
-    raise SystemExit("--train: not implemented yet (filled in by the train round); see measure_train's docstring")
+    rows = []
+    for n in sizes:
+        src = work / f"lines-{n}.txt"
+        t0 = time.perf_counter()
+        size = make_corpus(src, n)
+        gen = time.perf_counter() - t0
+        out = work / f"run-{n}"
+        spool = work / f"spool-{n}"
+        spool.mkdir()
+        r = run_train(src, out, model, args.batch_size, args.steps, args.device, spool)
+        r.update(lines=n, input=size)
+        rows.append(r)
+        print(f"{n:>9,} lines ({mib(size)} text, generated in {gen:.1f}s): peak RSS {mib(r['peak_rss'])}, "
+              f"anon {mib(r['peak_anon'])}, ready after {r['ready']:.1f}s, {r['steps']} steps, {r['wall']:.1f}s in all", file=sys.stderr)
+        leftovers = list(spool.iterdir())
+        if leftovers:
+            print(f"  warning: the trainer left {leftovers} in its temporary folder", file=sys.stderr)
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(spool, ignore_errors=True)
+        if not args.keep:
+            src.unlink()
+
+    base, top = rows[0], rows[-1]
+    limit = 1.5 * base["peak_rss"]
+    ok = top["peak_rss"] <= limit
+    lines = [
+        f"`esimcse train` on generated corpora (short sentences, 4-24 words), model: {label}, batch {args.batch_size}, "
+        f"{args.steps} steps (`--max-steps {args.steps} --save-steps 0 --eval-steps 0`), {args.device}.",
+        "",
+        "| lines | corpus text | peak RSS | peak anonymous RSS (sampled) | spool + model load | whole run |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['lines']:,} | {mib(r['input'])} | {mib(r['peak_rss'])} | {mib(r['peak_anon'])} | "
+                     f"{r['ready']:.1f} s | {r['wall']:.1f} s |")
+    lines += [
+        "",
+        f"Check: peak RSS at {top['lines']:,} lines = {mib(top['peak_rss'])} <= 1.5 x {mib(base['peak_rss'])} "
+        f"(at {base['lines']:,}) = {mib(limit)}: **{'PASS' if ok else 'FAIL'}**.",
+        "",
+        "Peak RSS is `ru_maxrss` of the train process (exact; it includes torch, the model and the optimizer, the same at "
+        "every size). The corpus is read once, streamed into a spool file on disk with an 8-byte offset per kept line "
+        "(1M lines: 8 MB of offsets and an 8 MB epoch permutation); batches are read back by seeking. 'spool + model load' "
+        "is the time until the first step can run (the CLI's `corpus ...: N sentences` line); the steps themselves cost "
+        "the same at every size, so the rest of the difference in the whole run is reading and hashing the corpus.",
+    ]
+    md = "## Peak memory of train\n" + "\n".join(lines)
+    print(md)
+    if args.write_results:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _results import update_section
+
+        update_section("memory_train", md)
+    sys.exit(0 if ok else 1)
 
 
 def main() -> None:
@@ -146,18 +248,21 @@ def main() -> None:
     ap.add_argument("--tmpdir", default=None, help="Where the generated files go (default: the system temp folder).")
     ap.add_argument("--keep", action="store_true", help="Keep the generated files.")
     ap.add_argument("--write-results", action="store_true", help="Replace the 'memory' section of docs/RESULTS.md.")
-    ap.add_argument("--train", action="store_true", help="Measure `esimcse train` instead (stub; filled in by the train round).")
+    ap.add_argument("--train", action="store_true", help="Measure `esimcse train` instead of encode (section memory_train).")
+    ap.add_argument("--steps", type=int, default=5, help="--train: optimizer steps per run (default 5).")
     args = ap.parse_args()
-    if args.train:
-        measure_train(args)
     sizes = sorted(int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip())
     if not sizes or sizes[0] <= 0:
         raise SystemExit("--sizes: give positive line counts")
+    if args.train and (args.steps < 1 or args.batch_size < 2 or sizes[0] < args.batch_size):
+        raise SystemExit("--train: needs --steps >= 1, --batch-size >= 2 and every size >= the batch size")
 
     work = Path(tempfile.mkdtemp(prefix="esimcse-memory-", dir=args.tmpdir))
     try:
         model = str(tiny_model(work)) if args.model == "tiny" else args.model
         label = "tiny random BERT (hidden 32)" if args.model == "tiny" else args.model
+        if args.train:
+            measure_train(args, sizes, model, label, work)
         rows = []
         for n in sizes:
             src = work / f"lines-{n}.txt"

@@ -691,3 +691,27 @@ def test_cuda_index_out_of_range_is_one_line(ws, out_dir, tiny_model_dir, monkey
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     r = run_main("encode", str(ws / "ok.txt"), "-o", str(out_dir / "x.npy"), "-m", str(tiny_model_dir), "--device", device)
     check_clean_failure(r, out_dir, ["--device", device, "cuda:N"])
+
+
+def test_train_nan_loss_is_exit_3_one_line(tws, out_dir, tiny_model_dir, monkeypatch):
+    """By design not exit 2: the inputs were valid and the run diverged. The output folder keeps what was saved."""
+    from esimcse_cli.core import trainer
+
+    real = trainer.contrastive_loss
+    calls = []
+
+    def nan_at_3(*a, **k):
+        calls.append(1)
+        loss = real(*a, **k)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(trainer, "contrastive_loss", nan_at_3)
+    run = out_dir / "run"
+    r = run_main(*TRAIN_OK.replace("{t}", str(tws)).replace("{out}", str(out_dir)).replace("{tiny}", str(tiny_model_dir)).split(),
+                 "--max-steps", "5", "--save-steps", "2")
+    assert r.code == 3, r.stderr
+    errors = [l for l in r.lines if l.startswith("esimcse: error:")]
+    assert "Traceback" not in r.stderr and errors == [r.lines[-1]]  # training had started: its info line comes first
+    assert errors[0].startswith("esimcse: error: step 3: loss is nan") and "--lr" in errors[0] and "state" in errors[0]
+    assert json.loads((run / "state" / "state.json").read_text())["step"] == 2
+    assert not (run / "model.safetensors").exists() and not [p for p in run.iterdir() if p.name.startswith(".")]

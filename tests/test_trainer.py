@@ -405,3 +405,29 @@ def test_a_save_killed_between_the_renames_is_recovered(tiny_model_dir, corpus, 
     res = train(config_for_resume(str(out), {"max_steps": 4}))
     assert res.step == 4 and res.stopped is None
     _no_leftovers(out)
+
+
+def test_a_signal_while_the_corpus_is_read_stops_the_spool_and_writes_nothing(tiny_model_dir, corpus, tmp_path, monkeypatch):
+    """A long corpus is not read to the end after Ctrl-C, and no output folder is left behind."""
+    import signal
+
+    from esimcse_cli.core import corpus as corpus_mod
+
+    real = corpus_mod.iter_texts
+    served = []
+
+    def endless(*a, **k):
+        first = next(iter(real(*a, **k)))
+        for i in range(1, 10**7):
+            served.append(i)
+            if i == 10:
+                os.kill(os.getpid(), signal.SIGINT)
+            yield i, first[1]
+
+    monkeypatch.setattr(corpus_mod, "iter_texts", endless)
+    out = tmp_path / "out"
+    with pytest.raises(trainer_mod.TrainInterrupted, match="SIGINT while reading the corpus") as info:
+        train(cfg_for(tiny_model_dir, corpus, out))
+    assert info.value.exit_code == 130
+    assert len(served) <= 2 * 65536  # polled every 64k lines, not read to the end
+    assert not out.exists()

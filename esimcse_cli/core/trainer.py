@@ -134,7 +134,9 @@ class CorpusIndex:
         self._fh.close()
 
     @classmethod
-    def build(cls, source: str, workdir: Path, text_column: Optional[str] = None, encoding_errors: str = "strict", dedupe: bool = False) -> "CorpusIndex":
+    def build(cls, source: str, workdir: Path, text_column: Optional[str] = None, encoding_errors: str = "strict", dedupe: bool = False,
+              stop: Optional[Callable[[], bool]] = None) -> "CorpusIndex":
+        """Spool ``source``; ``stop()`` is polled every 64k lines and, when true, raises :class:`KeyboardInterrupt`."""
         from esimcse_cli.core.corpus import iter_texts, materialize
 
         display = "<stdin>" if str(source) == "-" else str(source)
@@ -151,6 +153,8 @@ class CorpusIndex:
             with open(spool, "wb") as out:
                 for _, text in iter_texts(path, text_column, encoding_errors, display=display):
                     n_lines += 1
+                    if stop is not None and not n_lines & 0xFFFF and stop():
+                        raise KeyboardInterrupt
                     if not text.strip():
                         n_blank += 1
                         continue
@@ -413,7 +417,16 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
     check_model(cfg.model)  # a broken model folder fails here, before the corpus is spooled (cheap: no weights read)
 
     # ---- corpus
-    corpus = CorpusIndex.build(cfg.corpus, work, cfg.text_column, cfg.encoding_errors, cfg.dedupe)
+    # a single process stops reading a long corpus on the first signal (several processes must meet at the
+    # collective check below, so they read to the end)
+    stop_spool = None if dist.enabled else (lambda: signals.signum is not None)
+    try:
+        corpus = CorpusIndex.build(cfg.corpus, work, cfg.text_column, cfg.encoding_errors, cfg.dedupe, stop=stop_spool)
+    except KeyboardInterrupt:
+        if signals.signum is None:
+            raise
+        name = signal.Signals(signals.signum).name
+        raise TrainInterrupted(f"{name} while reading the corpus: nothing trained, nothing saved", signals.signum) from None
     n = len(corpus)
     if cfg.resume and saved_meta.get("corpus_sha256") != corpus.stats["sha256"]:
         raise InputError(f"{corpus.stats['source']}: not the corpus the saved state was trained on (sha256 differs)")
@@ -458,6 +471,11 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
         if step >= total:
             log.warning("the saved state is at step %d, which is not below the %d steps asked for; nothing to train", step, total)
     del saved_tensors
+
+    # ---- a signal during the set-up: stop before anything is written (the output folder stays as it was)
+    if distrib.any_rank(signals.signum is not None, dist):
+        name = signal.Signals(signals.signum or signal.SIGINT).name
+        raise TrainInterrupted(f"{name} before the first step: nothing trained, nothing written", signals.signum or signal.SIGINT)
 
     # ---- files written before training
     manifest = {
