@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
+from esimcse_cli.core import corpus
 from esimcse_cli.core.errors import ConfigError, InputError, ModelLoadError
 
 T = TypeVar("T")
@@ -664,66 +665,22 @@ def augment_texts(
 # ---------------------------------------------------------------------------------------------
 # Input
 # ---------------------------------------------------------------------------------------------
-def read_lines(source: str | os.PathLike, stdin=None, encoding_errors: str = "strict") -> Iterator[str]:
-    """Stream the lines of a UTF-8 file (``-`` = stdin) without their line ends.
+def read_lines(source: str | os.PathLike, encoding_errors: str = "strict") -> Iterator[str]:
+    """Stream the lines of a UTF-8 file (``-`` = stdin, read as it arrives) without their line ends.
 
     A line that is not valid UTF-8 raises :class:`InputError` naming ``file:line``, unless
     ``encoding_errors`` is ``replace`` (U+FFFD) or ``ignore`` (CLI ``--encoding-errors``).
     """
-    if encoding_errors not in ENCODING_ERRORS:
-        raise ConfigError(f"--encoding-errors must be one of {', '.join(ENCODING_ERRORS)}; got {encoding_errors!r}")
-    name = str(source)
-    if name == "-":
-        import sys
-
-        stream = stdin if stdin is not None else sys.stdin
-        buf = getattr(stream, "buffer", None)
-        if buf is None:  # a text stream (e.g. io.StringIO in tests)
-            for line in stream:
-                yield line.rstrip("\r\n")
-            return
-        yield from _decode_lines(buf, "<stdin>", encoding_errors)
-        return
-    path = Path(name)
-    if not path.exists():
-        raise InputError(f"{name}: no such file")
-    if path.is_dir():
-        raise InputError(f"{name}: is a folder, expected a text file")
-    try:
-        fh = open(path, "rb")
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from None
-    with fh:
-        yield from _decode_lines(fh, name, encoding_errors)
+    for _, text in corpus.iter_lines(source, encoding_errors):
+        yield text
 
 
 def check_input_path(source: str | os.PathLike) -> None:
     """Fail early, with one line, on an input file that is missing or a folder (``-`` is stdin)."""
-    name = str(source)
-    if name == "-":
-        from esimcse_cli.core.corpus import check_stdin
-
-        check_stdin()
-        return
-    path = Path(name)
-    if not path.exists():
-        raise InputError(f"{name}: no such file")
-    if path.is_dir():
-        raise InputError(f"{name}: is a folder, expected a text file")
-
-
-ENCODING_ERRORS = ("strict", "replace", "ignore")
-
-
-def _decode_lines(fh, name: str, errors: str = "strict") -> Iterator[str]:
-    for lineno, raw in enumerate(fh, 1):
-        try:
-            text = raw.decode("utf-8", errors=errors)
-        except UnicodeDecodeError:
-            raise InputError(f"{name}:{lineno}: not valid UTF-8 text (use --encoding-errors replace to continue)") from None
-        if lineno == 1 and text.startswith("\ufeff"):
-            text = text[1:]
-        yield text.rstrip("\r\n")
+    if str(source) == "-":
+        corpus.check_stdin()
+    else:
+        corpus.check_input(source)
 
 
 def check_input_text(source: str | os.PathLike, encoding_errors: str = "strict") -> int:
@@ -741,14 +698,6 @@ def count_lines(path: str | os.PathLike) -> Optional[int]:
     if str(path) == "-":
         return None
     try:
-        n, last = 0, b"\n"
-        with open(path, "rb") as fh:
-            while True:
-                chunk = fh.read(1 << 20)
-                if not chunk:
-                    break
-                n += chunk.count(b"\n")
-                last = chunk[-1:]
-        return n + (0 if last == b"\n" else 1)
+        return corpus.count_lines(path)
     except OSError:
         return None

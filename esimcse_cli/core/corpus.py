@@ -20,7 +20,7 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from esimcse_cli.core.errors import InputError
 
@@ -80,17 +80,30 @@ def _decode(raw: bytes, where: str, lineno: int, errors: str) -> str:
         raise InputError(f"{where}:{lineno}: not valid UTF-8 at byte {exc.start} (use --encoding-errors replace to continue)") from None
 
 
-def iter_lines(path: str | os.PathLike, encoding_errors: str = "strict", display: str | None = None) -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, text)`` for each line of a text file (1-based)."""
+def check_encoding_errors(encoding_errors: str) -> str:
     if encoding_errors not in ENCODING_ERRORS:
         raise InputError(f"--encoding-errors must be one of {', '.join(ENCODING_ERRORS)}, got '{encoding_errors}'")
-    where = display or str(path)
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            text = _decode(raw, where, lineno, encoding_errors)
-            if lineno == 1 and text.startswith("\ufeff"):
-                text = text[1:]
-            yield lineno, text
+    return encoding_errors
+
+
+def decode_lines(fh: BinaryIO, where: str, encoding_errors: str = "strict") -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` from a binary stream, split on ``\n`` only (1-based)."""
+    check_encoding_errors(encoding_errors)
+    for lineno, raw in enumerate(fh, start=1):
+        text = _decode(raw, where, lineno, encoding_errors)
+        if lineno == 1 and text.startswith("\ufeff"):
+            text = text[1:]
+        yield lineno, text
+
+
+def iter_lines(path: str | os.PathLike, encoding_errors: str = "strict", display: str | None = None) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` for each line of a text file (1-based); ``-`` reads stdin as it streams."""
+    check_encoding_errors(encoding_errors)
+    if str(path) == "-":
+        yield from decode_lines(sys.stdin.buffer, display or "<stdin>", encoding_errors)
+        return
+    with open(check_input(path), "rb") as f:
+        yield from decode_lines(f, display or str(path), encoding_errors)
 
 
 def count_lines(path: str | os.PathLike) -> int:

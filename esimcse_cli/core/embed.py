@@ -61,8 +61,7 @@ def check_encode_args(
         raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
     if batch_size <= 0:
         raise InputError(f"--batch-size must be positive, got {batch_size}")
-    if encoding_errors not in corpus.ENCODING_ERRORS:
-        raise InputError(f"--encoding-errors must be one of {', '.join(corpus.ENCODING_ERRORS)}, got '{encoding_errors}'")
+    corpus.check_encoding_errors(encoding_errors)
     if source is None or str(source) == "-":
         corpus.check_stdin()
     else:
