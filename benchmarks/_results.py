@@ -31,7 +31,8 @@ def machine() -> str:
 
 
 def command_line() -> str:
-    return "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ)
+    return (env + " " if env else "") + "python " + " ".join(shlex.quote(a) for a in sys.argv)
 
 
 def update_section(name: str, markdown: str, command: str | None = None, path: Path = RESULTS) -> None:
