@@ -56,6 +56,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--tolerance", type=float, default=0.05, help="largest allowed |ours - baseline| per task")
+    ap.add_argument("--write-results", action="store_true", help="also write the 'eval_speed' section of docs/RESULTS.md")
     ap.add_argument("--no-warmup", action="store_true")
     args = ap.parse_args(argv)
 
@@ -112,21 +113,30 @@ def main(argv=None) -> int:
     s = full["sentences"]
     dev_name = torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
-    print(f"### eval-sts speed ({len(task_pairs)} tasks, {n_pairs} pairs{', first %d per task' % args.limit if args.limit else ''})\n")
-    print(f"Device: {dev_name}; model: {enc.name} ({enc.pooling} pooling, max length {enc.max_length}); "
+    md: list[str] = []
+    emit = md.append
+    emit(f"### eval-sts speed ({len(task_pairs)} tasks, {n_pairs} pairs{', first %d per task' % args.limit if args.limit else ''})\n")
+    emit(f"Device: {dev_name}; model: {enc.name} ({enc.pooling} pooling, max length {enc.max_length}); "
           f"batch size {args.batch_size}; median of {args.repeats} alternating run(s).\n")
-    print("| | wall time (s) | sentences encoded |")
-    print("|---|---:|---:|")
-    print(f"| sentence-transformers loop (each task's a's and b's separately) | {mb:.2f} | {s['total']} |")
-    print(f"| `eval-sts` (distinct sentences once, token-length sorted) | {mo:.2f} | {s['distinct']} |")
-    print(f"\nRatio eval-sts / baseline: **{mo / mb:.2f}x** (goal <= 0.5x). "
+    emit("| | wall time (s) | sentences encoded |")
+    emit("|---|---:|---:|")
+    emit(f"| sentence-transformers loop (each task's a's and b's separately) | {mb:.2f} | {s['total']} |")
+    emit(f"| `eval-sts` (distinct sentences once, token-length sorted) | {mo:.2f} | {s['distinct']} |")
+    emit(f"\nRatio eval-sts / baseline: **{mo / mb:.2f}x** (goal <= 0.5x). "
           f"Distinct sentences: {s['distinct']} of {s['total']} ({s['distinct'] / s['total']:.0%}).\n")
-    print("| task | pairs | eval-sts | baseline | abs diff |")
-    print("|---|---:|---:|---:|---:|")
+    emit("| task | pairs | eval-sts | baseline | abs diff |")
+    emit("|---|---:|---:|---:|---:|")
     for k in res_ours:
-        print(f"| {k} | {len(task_pairs[k])} | {res_ours[k]:.2f} | {res_base[k]:.2f} | {diffs[k]:.3f} |")
-    print(f"\nLargest difference: {worst:.3f} (tolerance {args.tolerance}). "
+        emit(f"| {k} | {len(task_pairs[k])} | {res_ours[k]:.2f} | {res_base[k]:.2f} | {diffs[k]:.3f} |")
+    emit(f"\nLargest difference: {worst:.3f} (tolerance {args.tolerance}). "
           f"All times: eval-sts {', '.join(f'{t:.2f}' for t in t_ours)}; baseline {', '.join(f'{t:.2f}' for t in t_base)}.")
+    text = "\n".join(md).replace("### eval-sts speed", "## eval-sts speed")
+    print(text)
+    if args.write_results:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _results import update_section
+
+        update_section("eval_speed", text)
     if worst > args.tolerance:
         print(f"numbers disagree: largest difference {worst:.3f} > {args.tolerance}", file=sys.stderr)
         return 1
