@@ -168,6 +168,28 @@ def parent(args) -> None:
         from esimcse_cli.core.atomic import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
+    if args.write_results:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _results import update_section
+
+        names = {"simcse": "esimcse SimCSE step", "esimcse": "esimcse ESimCSE step", "st-mnrl": "sentence-transformers MNRL step on (s, s)"}
+        md = [
+            "## Train step cost\n",
+            f"Model `{args.model}`, batch {args.batch_size}, max length {args.max_length}, device {args.device}"
+            f"{' bf16' if args.bf16 else ''}; each variant in its own process, {args.rounds} interleaved round(s) of "
+            f"{args.steps} timed steps after {args.warmup} warm-up steps; median step time over all rounds.\n",
+            "| variant | median step s | sentences/s | peak RSS MB |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for v in VARIANTS:
+            d = summary[v]
+            md.append(f"| {names[v]} | {d['median_step_s']:.3f} | {d['sentences_per_s']:.1f} | {d['peak_rss_mb']:.0f} |")
+        md += [
+            "",
+            f"- ESimCSE step / SimCSE step: **{report['ratio_esimcse_over_simcse']:.3f}** (target <= 1.3)",
+            f"- SimCSE step / sentence-transformers MNRL step: **{report['ratio_simcse_over_st_mnrl']:.3f}** (target <= 1.0)",
+        ]
+        update_section("train_speed", "\n".join(md))
     if corpus_tmp is not None:
         os.unlink(corpus_tmp.name)
 
@@ -185,6 +207,7 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--json", default=None, help="also write the report here")
+    ap.add_argument("--write-results", action="store_true", help="also write the 'train_speed' section of docs/RESULTS.md")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = ap.parse_args()
