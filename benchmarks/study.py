@@ -618,6 +618,7 @@ def run_cell(cell: Cell, matrix: Matrix, opts: Options, corpus: Optional[CorpusF
         "settings": settings,
         "command": study_command(cell, opts, matrix.path, matrix.corpus, matrix.yaml_corpus, matrix.data_dir_override),
         **body,
+        "code": dict(CODE) or code_version(),
         "machine": _machine(),
         "started": started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -721,6 +722,29 @@ def report_command(args: argparse.Namespace) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
+CODE: Dict[str, Any] = {}
+
+
+def code_version() -> Dict[str, Any]:
+    """The commit of the working tree when the study started, and whether the package had local changes then
+    (several people share this tree: a cell's numbers belong to the code that was imported)."""
+    out: Dict[str, Any] = {}
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=30)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "esimcse_cli"], cwd=REPO, capture_output=True,
+                               text=True, timeout=30)
+        if head.returncode == 0:
+            out["git_head"] = head.stdout.strip()
+            out["package_changed_since_head"] = sorted(ln[3:] for ln in dirty.stdout.splitlines() if ln.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    h = hashlib.sha256()
+    for f in sorted((REPO / "esimcse_cli").rglob("*.py")):
+        h.update(f.relative_to(REPO).as_posix().encode() + b"\0" + f.read_bytes())
+    out["package_sha256"] = h.hexdigest()
+    return out
+
+
 def preload() -> None:
     """Import every module a cell needs now: other people may edit the working tree during a long study, and a
     module first imported hours later (after a cell's evaluation, say) could then fail half-way."""
@@ -731,6 +755,8 @@ def preload() -> None:
         importlib.import_module(f"esimcse_cli.core.{name}")
     import matplotlib  # noqa: F401  (report plots)
     import study_report  # noqa: F401
+
+    CODE.update(code_version())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -216,7 +216,11 @@ def table_cost(st: Study) -> str:
         rows.append(f"| {d['cell']} | {t.get('steps', '—')} | {fmt(t.get('step_seconds_mean'))} | {fmt(t.get('sentences_per_s'), 1)} | "
                     f"{fmt(t.get('wall_s'), 0)} | {fmt(d['eval'].get('seconds'), 0)} | {fmt(d.get('wall_s'), 0)} |")
     tot = sum(float(d.get("wall_s") or 0) for d in st.docs)
-    return "\n".join(rows) + f"\n\nTotal wall time of these cells: {tot / 60:.1f} min."
+    heads: Dict[str, List[str]] = {}
+    for d in st.docs:
+        heads.setdefault(((d.get("code") or {}).get("git_head") or "not recorded")[:10], []).append(d["cell"])
+    code = "; ".join(f"`{h}`: {', '.join(cells)}" for h, cells in heads.items())
+    return "\n".join(rows) + f"\n\nTotal wall time of these cells: {tot / 60:.1f} min. Code (git HEAD when the run started): {code}."
 
 
 # ============================================================================== claims and proposal
