@@ -7,7 +7,7 @@
 # On the GPU box (torch with CUDA + transformers + safetensors + numpy/scipy/pyyaml already installed), from
 # the repository root, with SentEval data and the corpus at ../shared/data (or ./shared/data, or DATA=...):
 #     bash benchmarks/gpu_study.sh
-# Knobs (environment): STEPS (1000), EVAL_STEPS (125), STUDY_GROUPS (core,mean_pooling,dup_rate,queue_ratio),
+# Knobs (environment): STEPS (1000), EVAL_STEPS (125), STUDY_GROUPS (core,mean_pooling,dup_rate,queue_ratio,positives),
 #     DATA (../shared/data or shared/data), PYTHON (python), RESULTS (docs/results_gpu), BF16_MODEL, FP32_MODEL.
 # Re-running resumes: finished cells are skipped. Results: docs/results_gpu/*.json, the `study_gpu` section of
 # docs/RESULTS.md and docs/study_gpu_*.png. The log is runs/gpu_study.log.
@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 STEPS=${STEPS:-1000}
 EVAL_STEPS=${EVAL_STEPS:-125}
-STUDY_GROUPS=${STUDY_GROUPS:-core,mean_pooling,dup_rate,queue_ratio}
+STUDY_GROUPS=${STUDY_GROUPS:-core,mean_pooling,dup_rate,queue_ratio,positives}
 if [ -z "${DATA:-}" ]; then
   if [ -d ../shared/data/senteval ]; then DATA=../shared/data; elif [ -d shared/data/senteval ]; then DATA=shared/data; else DATA=../shared/data; fi
 fi
