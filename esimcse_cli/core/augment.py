@@ -462,29 +462,10 @@ def make_inserter(insert_token: str, tokenizer=None, level: str = "subword", as_
 # Text level
 # ---------------------------------------------------------------------------------------------
 def load_tokenizer(spec: Optional[str] = None, trust_remote_code: bool = False):
-    """Load only the tokenizer of ``--model`` (default: the bundled model)."""
-    from esimcse_cli.core.models import check_tokenizer, read_model_record, resolve_model_path
+    """Load only the tokenizer of ``--model`` (default: the bundled model); see :func:`models.load_tokenizer`."""
+    from esimcse_cli.core.models import load_tokenizer as _load
 
-    where, kind = resolve_model_path(spec)
-    load_from = where
-    if kind != "hub":
-        record = read_model_record(where)
-        if record.transformer_dir is not None:
-            load_from = str(record.transformer_dir)
-    try:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(load_from, trust_remote_code=trust_remote_code)
-    except Exception as exc:  # OSError, ValueError, tokenizer parse errors...
-        if kind == "hub":
-            raise ModelLoadError(
-                f"cannot load tokenizer '{spec}': not a local folder and the Hugging Face hub did not provide it "
-                "(offline, or a wrong name?); pass a local folder or 'default'"
-            ) from exc
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{load_from}: cannot load tokenizer: {first}") from exc
-    check_tokenizer(tokenizer, load_from)
-    return tokenizer
+    return _load(spec, trust_remote_code=trust_remote_code)
 
 
 @dataclass

@@ -186,6 +186,40 @@ def check_model(spec: str | os.PathLike | None) -> None:
             raise ModelLoadError(f"{folder}: cannot load model: {w.name}: {first}") from None
 
 
+def _load_failure(what: str, spec, kind: str, load_from: str, exc: Exception) -> ModelLoadError:
+    """One line for a failed ``from_pretrained`` of a model or tokenizer."""
+    if kind == "hub":
+        return ModelLoadError(
+            f"cannot load {what} '{spec}': it is not a local folder and the Hugging Face hub did not provide it "
+            "(offline, or a wrong name?); pass a local folder or 'default'"
+        )
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    kind_name = "" if isinstance(exc, (OSError, ValueError)) else f"{type(exc).__name__}: "
+    return ModelLoadError(f"{load_from}: cannot load {what}: {kind_name}{first or type(exc).__name__}")
+
+
+def _weights_folder(spec) -> tuple[str, str, ModelRecord, str]:
+    """``(where, kind, record, load_from)``: ``load_from`` is where the transformers files live (a
+    sentence-transformers folder may nest them), or the hub name."""
+    where, kind = resolve_model_path(spec)
+    record = read_model_record(where) if kind != "hub" else ModelRecord()
+    load_from = str(record.transformer_dir) if record.transformer_dir is not None else where
+    return where, kind, record, load_from
+
+
+def load_tokenizer(spec: str | os.PathLike | None = None, trust_remote_code: bool = False):
+    """Load only the tokenizer of ``--model`` (what ``augment`` needs)."""
+    from transformers import AutoTokenizer
+
+    _, kind, _, load_from = _weights_folder(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(load_from, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise _load_failure("tokenizer", spec, kind, load_from, exc) from exc
+    check_tokenizer(tokenizer, load_from)
+    return tokenizer
+
+
 def _model_limit(tokenizer, config) -> int:
     limit = getattr(tokenizer, "model_max_length", None) or MAX_LENGTH_CAP
     if not isinstance(limit, int) or limit <= 0 or limit > 10**6:
@@ -212,10 +246,8 @@ def load_backbone(
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    where, kind = resolve_model_path(spec)
+    where, kind, record, load_from = _weights_folder(spec)
     name = DEFAULT_MODEL_LABEL if kind == "default" else str(spec)
-    record = read_model_record(where) if kind != "hub" else ModelRecord()
-    load_from = str(record.transformer_dir) if record.transformer_dir is not None else where
 
     if pooling is not None and pooling not in POOLINGS:
         raise ModelLoadError(f"unknown pooling '{pooling}' (choose from {', '.join(POOLINGS)})")
@@ -244,17 +276,8 @@ def load_backbone(
         )
     except ModelLoadError:
         raise
-    except (OSError, ValueError, EnvironmentError) as exc:
-        if kind == "hub":
-            raise ModelLoadError(
-                f"cannot load model '{spec}': it is not a local folder and the Hugging Face hub did not provide it "
-                "(offline, or a wrong name?); pass a local folder or 'default'"
-            ) from exc
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{load_from}: cannot load model: {first}") from exc
-    except Exception as exc:  # corrupt weights, unsupported architecture, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{load_from}: cannot load model: {type(exc).__name__}: {first}") from exc
+    except Exception as exc:  # missing files, offline hub, corrupt weights, unsupported architecture, ...
+        raise _load_failure("model", spec, kind, load_from, exc) from exc
 
     chosen = pooling or record.pooling
     if chosen is None:
