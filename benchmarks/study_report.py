@@ -218,7 +218,8 @@ def table_cost(st: Study) -> str:
     tot = sum(float(d.get("wall_s") or 0) for d in st.docs)
     heads: Dict[str, List[str]] = {}
     for d in st.docs:
-        heads.setdefault(((d.get("code") or {}).get("git_head") or "not recorded")[:10], []).append(d["cell"])
+        head = (d.get("code") or {}).get("git_head")
+        heads.setdefault(head[:10] if head else "not recorded", []).append(d["cell"])
     code = "; ".join(f"`{h}`: {', '.join(cells)}" for h, cells in heads.items())
     return "\n".join(rows) + f"\n\nTotal wall time of these cells: {tot / 60:.1f} min. Code (git HEAD when the run started): {code}."
 
