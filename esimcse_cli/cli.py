@@ -475,7 +475,7 @@ def train_cmd(
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 42)."),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bfloat16 autocast (CUDA only)."),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
-    dev_data: Optional[str] = typer.Option(None, "--dev-data", help="SentEval data folder: select the best model on STS-B dev."),
+    dev_data: Optional[str] = typer.Option(None, "--dev-data", help="SentEval data folder: select the best model on STS-B dev (default: $ESIMCSE_DATA_DIR, the corpus's folder, ./SentEval/data/downstream, if any holds STS-B dev; 'none': off)."),
     eval_steps: Optional[int] = typer.Option(None, "--eval-steps", help="Score STS-B dev every N steps (default 125)."),
     log_steps: Optional[int] = typer.Option(None, "--log-steps", help="Write a metrics.jsonl line every N steps (default 10)."),
     save_steps: Optional[int] = typer.Option(None, "--save-steps", help="Save resumable state every N steps (default 500; 0 = only on interrupt)."),
@@ -512,6 +512,15 @@ def train_cmd(
             cfg.output_dir = "esimcse-model"
         if cfg.corpus is None:
             raise EsimcseError("no corpus given: esimcse train CORPUS [-o OUT_DIR]")
+        if cfg.dev_data is None:
+            from esimcse_cli.core.sts import discover_dev_data
+
+            found = discover_dev_data(cfg.corpus)
+            if found is not None:
+                cfg.dev_data = str(found)
+                ui.info(f"selecting on STS-B dev from {found} (found without --dev-data; --dev-data none turns it off)")
+        elif str(cfg.dev_data).lower() == "none":
+            cfg.dev_data = None
     main_rank = os.environ.get("RANK", "0") == "0"
 
     with ui.deferred_progress("training", unit="step", extra=_TRAIN_EXTRA) as start:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -242,3 +243,17 @@ def test_random_bytes_parse_or_clean_error(tmp_path_factory, gs, inp):
             assert "\n" not in str(exc)
         else:
             assert pairs and all(isinstance(p.score, float) for p in pairs)
+
+
+def test_discover_dev_data_finds_the_corpus_folders_senteval(tmp_path, monkeypatch):
+    from esimcse_cli.core.sts import DATA_DIR_ENV, discover_dev_data
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    found = discover_dev_data(repo / "sample_data" / "corpus.txt")
+    assert found == (repo / "sample_data" / "senteval").resolve()
+    (tmp_path / "c.txt").write_text("a sentence\n")
+    assert discover_dev_data(tmp_path / "c.txt") is None
+    monkeypatch.setenv(DATA_DIR_ENV, str(repo / "sample_data"))
+    assert discover_dev_data(tmp_path / "c.txt") == (repo / "sample_data" / "senteval").resolve()

@@ -122,6 +122,32 @@ def find_senteval_dir(path: Union[str, os.PathLike]) -> Path:
     raise InputError(f"{root}: no STS data found (looked for STS/ or SICK/ in {looked})")
 
 
+DATA_DIR_ENV = "ESIMCSE_DATA_DIR"
+
+
+def discover_dev_data(corpus: Optional[Union[str, os.PathLike]] = None) -> Optional[Path]:
+    """Find STS-B dev data without being told, as SimCSE's scripts find ``SentEval/data``.
+
+    Looked at in order: ``$ESIMCSE_DATA_DIR``; the corpus's own folder (e.g. ``sample_data/`` holds
+    ``senteval/``); ``./SentEval/data/downstream`` and ``./data/downstream``. Returns the first folder
+    that has ``STS/STSBenchmark/sts-dev.csv``, or ``None``.
+    """
+    places: List[Path] = []
+    if os.environ.get(DATA_DIR_ENV):
+        places.append(Path(os.environ[DATA_DIR_ENV]))
+    if corpus is not None and str(corpus) != "-":
+        places.append(Path(corpus).expanduser().resolve().parent)
+    places += [Path("SentEval/data/downstream"), Path("data/downstream")]
+    for place in places:
+        try:
+            root = find_senteval_dir(place)
+        except InputError:
+            continue
+        if (root / "STS" / "STSBenchmark" / "sts-dev.csv").is_file():
+            return root
+    return None
+
+
 def resolve_tasks(names: Optional[Union[str, Sequence[str]]]) -> List[str]:
     """Map user task names (case-insensitive, with aliases like ``stsb``, ``sick``) to JSON keys.
 
