@@ -7,6 +7,7 @@ code 2; ``--debug`` (or ``ESIMCSE_DEBUG=1``) shows the full traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -131,11 +132,9 @@ def augment_cmd(
     def run(write) -> None:
         total = aug.count_lines(input) if ui.console.is_terminal else None
         use_bar = total is not None and total >= 2000
-        if use_bar:
-            bar_cm = ui.progress_bar(total, "augment", unit="line")
-            advance = bar_cm.__enter__()
-        try:
-            records = augmenter.records(aug.read_lines(input, encoding_errors=encoding_errors), progress=advance if use_bar else None)
+        bar = ui.progress_bar(total, "augment", unit="line") if use_bar else contextlib.nullcontext(None)
+        with bar as advance:
+            records = augmenter.records(aug.read_lines(input, encoding_errors=encoding_errors), progress=advance)
             chunk: list = []
             for rec in records:
                 counts["lines"] += 1
@@ -150,9 +149,6 @@ def augment_cmd(
                 write("\n".join(chunk) + "\n")
             if counts["lines"] == 0:
                 raise InputError(f"{'<stdin>' if input == '-' else input}: no lines (the input is empty); nothing to augment")
-        finally:
-            if use_bar:
-                bar_cm.__exit__(None, None, None)
 
     if to_file:
         with atomic_path(output) as tmp:
