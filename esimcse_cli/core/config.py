@@ -65,6 +65,7 @@ class TrainConfig:
     pooler: str = "cls"
     mlp: Optional[bool] = None  # None: on for pooler "cls", off otherwise
     max_length: int = 32
+    split_by_length: bool = True  # run each batch as a few length groups (less padding; same rows, same loss)
     # method and ablation switches
     method: str = "esimcse"
     repetition: Optional[bool] = None

@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from esimcse_cli.core.padding import pad_ids
 from esimcse_cli.core.pooling import needs_hidden_states, pool
 
 log = logging.getLogger("esimcse")
@@ -61,16 +62,7 @@ class SentenceEncoder:
 
     def pad(self, batch_ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Right-pad to the longest sequence; the mask is ``None`` when nothing needed padding."""
-        lengths = [len(x) for x in batch_ids]
-        width = max(lengths)
-        ids = np.full((len(batch_ids), width), self.pad_id, dtype=np.int64)
-        for row, seq in enumerate(batch_ids):
-            ids[row, : len(seq)] = seq
-        input_ids = torch.from_numpy(ids)
-        if min(lengths) == width:
-            return input_ids, None
-        mask = (np.arange(width)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)
-        return input_ids, torch.from_numpy(mask)
+        return pad_ids(batch_ids, self.pad_id)
 
     # -- forward ------------------------------------------------------------------------------
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:

@@ -72,6 +72,7 @@ from esimcse_cli.core.contrastive import ContrastiveModel
 from esimcse_cli.core.errors import ConfigError, EsimcseError, InputError
 from esimcse_cli.core.loss import contrastive_loss
 from esimcse_cli.core.momentum import MomentumEncoder, NegativeQueue
+from esimcse_cli.core.padding import forward_by_length, overhead_for
 
 log = logging.getLogger("esimcse")
 
@@ -188,7 +189,7 @@ def _seed_for(*parts: int) -> int:
 
 # =============================================================================== batching
 class Batcher:
-    """Tokenise a batch once, build both views, pad to the longest sentence."""
+    """Tokenise a batch once and build its second view (padding: :mod:`esimcse_cli.core.padding`)."""
 
     def __init__(self, tokenizer, cfg: TrainConfig):
         self.tokenizer = tokenizer
@@ -212,15 +213,6 @@ class Batcher:
 
         return augment_batch(ids, self.cfg.augmentation, self.cfg.dup_rate, self.cfg.repetition_variant, random.Random(seed),
                              special_ids=self.special_ids, insert=self.insert)
-
-    def pad(self, ids: List[List[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        width = int(lengths.max())
-        out = np.full((len(ids), width), self.pad_id, dtype=np.int64)
-        for row, seq in enumerate(ids):
-            out[row, : len(seq)] = seq
-        mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
-        return torch.from_numpy(out), torch.from_numpy(mask)
 
 
 # =============================================================================== helpers
@@ -533,6 +525,8 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
         return score_dev(eval_encoder)
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 else _null()
+    overhead = overhead_for(device) if cfg.split_by_length else None  # None: one padded forward per view pair
+    momentum_fn = (lambda x, m: momentum(x, m, online)) if momentum is not None else None
     params = [p for p in online.parameters() if p.requires_grad]
 
     if main and score_dev is not None and step == 0:
@@ -570,19 +564,15 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
             ids2 = batcher.repeat(ids, _seed_for(cfg.seed, micro, 10**6)) if cfg.repetition else None
             mine = slice(dist.rank * per_rank, (dist.rank + 1) * per_rank)
             ids, ids2 = ids[mine], (ids2[mine] if ids2 is not None else None)
-            x1, m1 = (t.to(device, non_blocking=True) for t in batcher.pad(ids))
 
             if momentum is not None and cfg.momentum_variant == "official":
                 momentum.update(online)  # official: EMA inside the forward, before this step's update
             with autocast:
-                if ids2 is None:  # SimCSE: one forward over [batch; batch], dropout gives two views
-                    z = online(torch.cat([x1, x1]), torch.cat([m1, m1]))
-                    z1, z2 = z[:per_rank], z[per_rank:]
-                else:  # ESimCSE positives: the repeated copy, in the same forward as the originals
-                    x12, m12 = (t.to(device, non_blocking=True) for t in batcher.pad(ids + ids2))
-                    z = online(x12, m12)
-                    z1, z2 = z[:per_rank], z[per_rank:]
-                keys = momentum(x1, m1, online) if momentum is not None else None
+                # one forward over both views, [batch; batch] (SimCSE: dropout makes them differ) or
+                # [batch; repeated copies] (ESimCSE), run as a few length groups to pad less
+                z = forward_by_length(online, ids + (ids2 if ids2 is not None else ids), batcher.pad_id, device, overhead)
+                z1, z2 = z[:per_rank], z[per_rank:]
+                keys = forward_by_length(momentum_fn, ids, batcher.pad_id, device, overhead) if momentum is not None else None
             z1, z2 = distrib.gather_with_grad(z1, dist), distrib.gather_with_grad(z2, dist)
             loss = contrastive_loss(z1, z2, queue.tensor() if queue is not None else None, cfg.temperature)
             value = float(loss.detach())
