@@ -25,10 +25,13 @@ Decisions worth knowing (see also the README section):
   copy may grow beyond ``max_length`` by the repeated count and is not re-truncated (as in the paper:
   the point is a positive of a different length). Repetition randomness is seeded per batch, so
   a batch's positives do not depend on how many processes run.
-* **Forwards.** Both views run as one forward over the concatenated 2B batch, as SimCSE does: for SimCSE
-  the same ids twice, for ESimCSE the originals and their repeated copies, padded together to the
-  longest (the padding is masked). One forward of 2B costs markedly less than two of B on a CPU
-  (measured: 1.5x less CPU time for the default model at B = 64).
+* **Forwards.** Both views run through the online encoder together, as SimCSE does: 2B rows, the ids twice
+  (SimCSE) or the originals and their repeated copies (ESimCSE). The momentum encoder sees the B originals.
+  Each of the two runs as a few length groups (:func:`esimcse_cli.core.padding.forward_by_length`), each padded
+  to its own longest row, rows back in order afterwards: the same representations and loss, fewer padded
+  positions (ESimCSE's copies are longer than the originals, so one padded forward wastes most). With dropout
+  on, the masks are drawn per group, from the same distribution. ``split_by_length=False``: one padded
+  forward each.
 * **Randomness.** The torch generator (dropout) is re-seeded from (seed, micro-batch, rank) before each
   micro-batch, so a resumed run and an uninterrupted one draw the same dropout masks. All RNG states are
   saved with the state anyway.
