@@ -50,3 +50,10 @@ def update_section(name: str, markdown: str, command: str | None = None, path: P
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def publish(name: str, markdown: str, write: bool) -> None:
+    """Print a benchmark's markdown; with ``write`` (``--write-results``), also replace its section."""
+    print(markdown)
+    if write:
+        update_section(name, markdown)

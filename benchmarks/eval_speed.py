@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from _results import publish  # benchmarks/ is on sys.path when a script here runs
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
@@ -131,12 +133,7 @@ def main(argv=None) -> int:
     emit(f"\nLargest difference: {worst:.3f} (tolerance {args.tolerance}). "
           f"All times: eval-sts {', '.join(f'{t:.2f}' for t in t_ours)}; baseline {', '.join(f'{t:.2f}' for t in t_base)}.")
     text = "\n".join(md).replace("### eval-sts speed", "## eval-sts speed")
-    print(text)
-    if args.write_results:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from _results import update_section
-
-        update_section("eval_speed", text)
+    publish("eval_speed", text, args.write_results)
     if worst > args.tolerance:
         print(f"numbers disagree: largest difference {worst:.3f} > {args.tolerance}", file=sys.stderr)
         return 1

@@ -33,6 +33,8 @@ import threading
 import time
 from pathlib import Path
 
+from _results import publish  # benchmarks/ is on sys.path when a script here runs
+
 REPO = Path(__file__).resolve().parents[1]
 
 WORDS = (
@@ -230,12 +232,7 @@ def measure_train(args, sizes: list, model: str, label: str, work: Path) -> None
         "the same at every size, so the rest of the difference in the whole run is reading and hashing the corpus.",
     ]
     md = "## Peak memory of train\n" + "\n".join(lines)
-    print(md)
-    if args.write_results:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from _results import update_section
-
-        update_section("memory_train", md)
+    publish("memory_train", md, args.write_results)
     sys.exit(0 if ok else 1)
 
 
@@ -308,12 +305,7 @@ def main() -> None:
         "50 ms) leaves those file-backed pages out.",
     ]
     md = "## Peak memory\n" + "\n".join(lines)
-    print(md)
-    if args.write_results:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from _results import update_section
-
-        update_section("memory", md)
+    publish("memory", md, args.write_results)
     sys.exit(0 if ok else 1)
 
 
