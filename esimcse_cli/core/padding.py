@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 # The price of one more forward+backward, in padded tokens, for the default grouping. Measured on a
-# 2-core CPU with the default model (batch 64, max length 32): 128 to 512 all cut a training forward
-# and backward by about a quarter; 1024 and above rarely split at all. On CUDA one more small forward
-# costs about as much as a large one, so grouping only pays for very uneven lengths.
+# 2-core CPU with the default model (batch 64, max length 32): 128 to 512 gave about the same time,
+# cutting an ESimCSE forward and backward by about a quarter and a SimCSE one by about a sixth; from
+# 1024 up, batches rarely split at all. On CUDA one more small forward costs about as much as a large
+# one, so grouping only pays there for very uneven lengths.
 OVERHEAD_TOKENS = {"cpu": 256, "cuda": 8192}
 
 
