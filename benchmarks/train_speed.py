@@ -18,7 +18,7 @@ backward, AdamW step), without the ``SentenceTransformerTrainer`` overhead, so t
 if anything, pessimistic for this tool.
 
     python benchmarks/train_speed.py --steps 20 --rounds 2 --json docs/results/train_speed.json
-    python benchmarks/train_speed.py --steps 6 --warmup 1 --rounds 6 --unsplit --write-results
+    python benchmarks/train_speed.py --steps 4 --warmup 1 --rounds 8 --unsplit --write-results   # docs/RESULTS.md
     python benchmarks/train_speed.py --steps 3            # smoke test
 """
 
