@@ -429,12 +429,22 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> None:
+def _finish(fig, path: Path) -> Path:
+    """Lay out, write the PNG atomically, and close the figure whatever happens."""
     from esimcse_cli.core.atomic import atomic_path
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    fig.tight_layout()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+    finally:
+        _plt().close(fig)
+    return path
+
+
+def _core_labels(st: Study) -> List[str]:
+    return [lab for lab, docs in st.labels.items() if docs[0].get("group") == "core"]
 
 
 def plot_dev_curves(st: Study, path: Path) -> Optional[Path]:
@@ -460,18 +470,13 @@ def plot_dev_curves(st: Study, path: Path) -> Optional[Path]:
     ax.set_ylabel("STS-B dev Spearman x100")
     ax.set_title("STS-B dev during training (one line per seed)")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    try:
-        _save(fig, path)
-    finally:
-        plt.close(fig)
-    return path
+    return _finish(fig, path)
 
 
 def plot_test(st: Study, path: Path) -> Optional[Path]:
     import numpy as np
 
-    labels = [lab for lab, docs in st.labels.items() if docs[0].get("group") == "core"]
+    labels = _core_labels(st)
     if not labels:
         return None
     plt = _plt()
@@ -496,18 +501,13 @@ def plot_test(st: Study, path: Path) -> Optional[Path]:
     ax.legend(fontsize=8, ncol=3)
     ax.set_title("STS test sets")
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    try:
-        _save(fig, path)
-    finally:
-        plt.close(fig)
-    return path
+    return _finish(fig, path)
 
 
 def plot_length(st: Study, path: Path) -> Optional[Path]:
     import numpy as np
 
-    labels = [lab for lab, docs in st.labels.items() if docs[0].get("group") == "core"]
+    labels = _core_labels(st)
     if not labels:
         return None
     names = bucket_names(st.docs)
@@ -547,12 +547,7 @@ def plot_length(st: Study, path: Path) -> Optional[Path]:
     ax2.legend(fontsize=7)
     for a in (ax, ax2):
         a.grid(alpha=0.3)
-    fig.tight_layout()
-    try:
-        _save(fig, path)
-    finally:
-        plt.close(fig)
-    return path
+    return _finish(fig, path)
 
 
 # ============================================================================== the section
