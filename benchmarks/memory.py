@@ -96,34 +96,45 @@ class AnonSampler(threading.Thread):
             self.stop.wait(self.interval)
 
 
-def run_encode(src: Path, out: Path, model: str, batch_size: int, device: str) -> dict:
-    cmd = [sys.executable, "-m", "esimcse_cli", "encode", str(src), "-o", str(out), "--model", model,
-           "--batch-size", str(batch_size), "--device", device]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+def run_measured(what: str, cmd: list, env: dict, on_line=None) -> dict:
+    """Run ``cmd`` as a child: exact peak RSS (wait4), sampled peak anonymous/file RSS and wall time.
+
+    Each stderr line goes to ``on_line(line, seconds_since_start)`` as it arrives; a thread drains the pipe,
+    so that wait4 cannot block on a full one. A non-zero exit stops the benchmark with stderr's last lines.
+    """
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=REPO)
     sampler = AnonSampler(proc.pid)
     sampler.start()
-    # the stderr pipe is drained by a thread so that wait4 below cannot block on a full pipe
-    err_chunks: list = []
-    reader = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)
+    lines: list = []
+
+    def read() -> None:
+        for raw in proc.stderr:
+            line = raw.decode("utf-8", "replace")
+            if on_line is not None:
+                on_line(line, time.perf_counter() - t0)
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
     sampler.stop.set()
     sampler.join()
     reader.join()
-    if proc.returncode != 0:
-        tail = b"".join(err_chunks).decode("utf-8", "replace").strip().splitlines()[-3:]
-        raise SystemExit(f"encode failed (exit {proc.returncode}): {' / '.join(tail)}")
-    return {
-        "peak_rss": usage.ru_maxrss * 1024,  # Linux reports KiB
-        "peak_anon": sampler.peak_anon,
-        "peak_file": sampler.peak_file,
-        "output": out.stat().st_size,
-        "wall": wall,
-    }
+    if returncode != 0:
+        tail = "".join(lines).strip().splitlines()[-3:]
+        raise SystemExit(f"{what} failed (exit {returncode}): {' / '.join(tail)}")
+    return {"peak_rss": usage.ru_maxrss * 1024,  # Linux reports KiB
+            "peak_anon": sampler.peak_anon, "peak_file": sampler.peak_file, "wall": wall}
+
+
+def run_encode(src: Path, out: Path, model: str, batch_size: int, device: str) -> dict:
+    cmd = [sys.executable, "-m", "esimcse_cli", "encode", str(src), "-o", str(out), "--model", model,
+           "--batch-size", str(batch_size), "--device", device]
+    res = run_measured("encode", cmd, {**os.environ, "HF_HUB_OFFLINE": "1"})
+    return {**res, "output": out.stat().st_size}
 
 
 def mib(n: float) -> str:
@@ -138,38 +149,20 @@ def run_train(src: Path, out: Path, model: str, batch_size: int, steps: int, dev
            "--max-steps", str(steps), "--save-steps", "0", "--eval-steps", "0", "--log-steps", "1", "--device", device]
     # the trainer spools the corpus into a temporary folder: keep it beside the generated files
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TMPDIR": str(spool_dir), "COLUMNS": "200"}
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=REPO)
-    sampler = AnonSampler(proc.pid)
-    sampler.start()
-    lines: list = []
     ready: list = []
 
-    def read() -> None:
-        for raw in proc.stderr:
-            line = raw.decode("utf-8", "replace")
-            if not ready and " sentences (" in line and line.lstrip().startswith("corpus "):
-                ready.append(time.perf_counter() - t0)
-            lines.append(line)
+    def on_line(line: str, t: float) -> None:
+        if not ready and " sentences (" in line and line.lstrip().startswith("corpus "):
+            ready.append(t)
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t0
-    sampler.stop.set()
-    sampler.join()
-    reader.join()
-    if proc.returncode != 0:
-        tail = "".join(lines).strip().splitlines()[-3:]
-        raise SystemExit(f"train failed (exit {proc.returncode}): {' / '.join(tail)}")
+    res = run_measured("train", cmd, env, on_line)
     import json
 
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     return {
-        "peak_rss": usage.ru_maxrss * 1024,
-        "peak_anon": sampler.peak_anon,
-        "wall": wall,
+        "peak_rss": res["peak_rss"],
+        "peak_anon": res["peak_anon"],
+        "wall": res["wall"],
         "ready": ready[0] if ready else float("nan"),
         "sentences": manifest["corpus"]["sentences"],
         "steps": manifest["steps"],
