@@ -455,7 +455,7 @@ def train_cmd(
     queue_ratio: Optional[float] = typer.Option(None, "--queue-ratio", help="Queue size as a multiple of the batch size (default 2.5)."),
     queue_size: Optional[int] = typer.Option(None, "--queue-size", help="Queue size in sentences (overrides --queue-ratio)."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Softmax temperature (default 0.05)."),
-    pooler: Optional[str] = typer.Option(None, "--pooler", help="Training pooler: cls (default; [CLS] + MLP in training, raw [CLS] at test) | cls_before_pooler | avg | avg_first_last | avg_top2."),
+    pooler: Optional[str] = typer.Option(None, "--pooler", help="Training pooler: auto (default: the pooling the model declares, e.g. avg for the bundled model; cls for a raw BERT) | cls ([CLS] + MLP in training, raw [CLS] at test) | cls_before_pooler | avg | avg_first_last | avg_top2."),
     mlp: Optional[bool] = typer.Option(None, "--mlp/--no-mlp", help="Training-only MLP over the pooled vector (default: on for cls)."),
     dropout: Optional[float] = typer.Option(None, "--dropout", help="Override the model's dropout (default: its config)."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Truncate training sentences to this many tokens (default 32)."),
@@ -530,6 +530,7 @@ def train_cmd(
                 f"model {info['model']} on {info['device']} x{info['world_size']}; queue {info['queue_size']}; "
                 f"{info['total_steps']:,} steps" + (f", resuming at {info['start_step']:,}" if info["start_step"] else "")
             )
+            ui.info(f"pooler {info['pooler']}{' + training-only MLP' if info['mlp'] else ''}, exported as {info['export_pooling']} ({info['pooler_source']})")
             bar["advance"] = start(info["total_steps"])
             if info["start_step"]:
                 bar["advance"](info["start_step"])
@@ -559,11 +560,15 @@ def train_cmd(
     table.add_row("method", f"{cfg.method} (repetition {'on' if cfg.resolved().repetition else 'off'}, momentum queue {'on' if cfg.resolved().momentum_queue else 'off'})")
     table.add_row("steps", f"{res.step:,} / {res.total_steps:,}")
     table.add_row("final loss", _f(res.last_loss, "{:.4f}"))
+    table.add_row("start STS-B dev", _f(res.start_dev) if res.start_dev is not None else "-")
     table.add_row("best STS-B dev", f"{_f(res.best_dev)} (step {res.best_step})" if res.best_dev is not None else "- (no --dev-data: last model kept)")
+    table.add_row("pooling exported", f"{res.export_pooling} (trained with {res.pooler})")
     table.add_row("sentences/s", _f(res.sentences_per_s, "{:,.1f}"))
     table.add_row("wall time", f"{res.wall_s:,.1f} s")
     table.add_row("output", res.output_dir)
     ui.print_table(table)
+    if res.kept_start:
+        ui.warn(f"no step beat the starting model on STS-B dev ({res.start_dev:.2f}); the output is the starting model")
 
 
 def _on_signal(signum, frame) -> None:

@@ -30,8 +30,8 @@ WORDS = (
 ).split()
 
 
-def build_tiny_bert(path: Path, seed: int = 0) -> Path:
-    """Write a random 2-layer BERT (hidden 32) with a small WordPiece vocab to ``path``."""
+def build_tiny_bert(path: Path, seed: int = 0, positions: int = 128) -> Path:
+    """Write a random 2-layer BERT (hidden 32, ``positions`` position embeddings) with a small WordPiece vocab to ``path``."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
@@ -51,7 +51,7 @@ def build_tiny_bert(path: Path, seed: int = 0) -> Path:
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
-        max_position_embeddings=128,
+        max_position_embeddings=positions,
         hidden_dropout_prob=0.1,
         attention_probs_dropout_prob=0.1,
     )

@@ -44,7 +44,11 @@ VARIANTS = ("paper", "official")
 # Training poolers over the hidden states. "cls" = last_hidden[:, 0] (SimCSE's "cls"): with the MLP
 # on, the MLP is used in training only and the exported model pools with "cls_before_pooler".
 TRAIN_POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2")
+# "auto" (the default): the pooling the base model declares, else the paper's "cls" (see contrastive.choose_pooler).
+AUTO_POOLER = "auto"
 SCHEDULERS = ("linear", "constant")
+# max_grad_norm under momentum_variant "official" when unset: the Hugging Face Trainer default the released code ran with.
+OFFICIAL_MAX_GRAD_NORM = 1.0
 PATH_KEYS = ("corpus", "dev_data", "output_dir")
 
 
@@ -62,7 +66,7 @@ class TrainConfig:
     model: str = "default"
     trust_remote_code: bool = False
     dropout: Optional[float] = None
-    pooler: str = "cls"
+    pooler: str = AUTO_POOLER  # auto: what the base model declares (a raw BERT declares none: the paper's cls)
     mlp: Optional[bool] = None  # None: on for pooler "cls", off otherwise
     max_length: int = 32
     split_by_length: bool = True  # run each batch as a few length groups (less padding; same rows, same loss)
@@ -105,19 +109,32 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ derived values
     def resolved(self) -> "TrainConfig":
-        """A copy with method-dependent defaults filled in (``repetition``, ``momentum_queue``, ``mlp``)."""
+        """A copy with method-dependent defaults filled in (``repetition``, ``momentum_queue``, ``mlp``,
+        ``max_grad_norm``).
+
+        ``max_grad_norm``: unset (None) means no clipping, except with ``momentum_variant="official"``, which
+        is the released training loop: caskcsg/sentemb runs the Hugging Face ``Trainer`` (``CLTrainer.train``
+        in ``ESimCSE/esimcse/trainers.py`` clips with ``torch.nn.utils.clip_grad_norm_(model.parameters(),
+        args.max_grad_norm)``), whose default ``max_grad_norm=1.0`` its ``run.sh`` never overrides (every
+        ``logs/*.log`` prints ``max_grad_norm=1.0``). So under ``official`` an unset value becomes 1.0; an
+        explicit ``--max-grad-norm`` always wins. ``paper`` stays unclipped: the paper names no clipping.
+        """
         c = dataclasses.replace(self)
+        if c.max_grad_norm is None and c.momentum_variant == "official":
+            c.max_grad_norm = OFFICIAL_MAX_GRAD_NORM
         if c.repetition is None:
             c.repetition = c.method == "esimcse"
         if c.momentum_queue is None:
             c.momentum_queue = c.method == "esimcse"
-        if c.mlp is None:
+        if c.mlp is None and c.pooler != AUTO_POOLER:  # auto: filled in once the pooler is chosen
             c.mlp = c.pooler == "cls"
         return c
 
     @property
     def test_pooling(self) -> str:
         """The pooling of the exported model: SimCSE's ``mlp_only_train`` drops the MLP at test time."""
+        if self.pooler == AUTO_POOLER:
+            raise ValueError("pooler 'auto' is chosen when the model is known (contrastive.choose_pooler)")
         return "cls_before_pooler" if self.pooler == "cls" else self.pooler
 
     def effective_queue_size(self) -> int:
@@ -144,7 +161,7 @@ class TrainConfig:
         choice("method", METHODS)
         choice("repetition_variant", VARIANTS)
         choice("momentum_variant", VARIANTS)
-        choice("pooler", TRAIN_POOLERS)
+        choice("pooler", (AUTO_POOLER,) + TRAIN_POOLERS)
         choice("scheduler", SCHEDULERS)
         choice("augmentation", ("repetition", "insertion", "deletion"))
         choice("insert_token", ("random", "stopword", "mask"))
@@ -367,4 +384,5 @@ __all__ = [
     "METHODS",
     "VARIANTS",
     "TRAIN_POOLERS",
+    "AUTO_POOLER",
 ]

@@ -73,3 +73,26 @@ class ContrastiveModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         z = self.pooled(input_ids, attention_mask)
         return self.mlp(z) if self.mlp is not None else z
+
+
+def choose_pooler(model_spec, preset=None) -> tuple[str, str]:
+    """``--pooler auto``: ``(training pooler, why)``.
+
+    The pooling the base model declares (:func:`esimcse_cli.core.models.declared_pooling`: a folder's
+    ``esimcse.json``, or sentence-transformers' ``1_Pooling/config.json``), so that training a
+    sentence-fine-tuned model keeps the pooling it was fine-tuned with: the bundled all-MiniLM-L6-v2 was
+    trained with mean pooling, and its raw [CLS] state is untrained. A declared [CLS] pooling becomes the
+    paper's ``cls`` (raw [CLS] + training-only MLP, raw [CLS] exported). Where nothing is declared (a raw BERT
+    such as ``bert-base-uncased``), or under ``--preset`` (the paper's hyperparameters for raw models), the
+    paper's ``cls``.
+    """
+    from esimcse_cli.core.models import declared_pooling
+
+    if preset is not None:
+        return "cls", f"--preset {preset}: the paper's [CLS] + training-only MLP"
+    pooling, where = declared_pooling(model_spec)
+    if pooling is None:
+        return "cls", "the model declares no pooling: the paper's [CLS] + training-only MLP"
+    if pooling in ("cls", "cls_before_pooler"):
+        return "cls", f"{where} declares [CLS] pooling: [CLS] + training-only MLP, raw [CLS] exported"
+    return pooling, f"declared by {where}"

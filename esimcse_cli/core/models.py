@@ -224,12 +224,20 @@ def _model_limit(tokenizer, config) -> int:
     limit = getattr(tokenizer, "model_max_length", None) or MAX_LENGTH_CAP
     if not isinstance(limit, int) or limit <= 0 or limit > 10**6:
         limit = MAX_LENGTH_CAP
-    positions = getattr(config, "max_position_embeddings", None)
-    if isinstance(positions, int) and positions > 0:
-        # RoBERTa reserves padding_idx + 1 positions.
-        offset = (getattr(config, "pad_token_id", 0) or 0) + 1 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else 0
-        limit = min(limit, positions - offset)
+    positions = _usable_positions(config.to_dict())
+    if positions is not None:
+        limit = min(limit, positions)
     return min(limit, MAX_LENGTH_CAP)
+
+
+def _usable_positions(config: dict) -> int | None:
+    """``max_position_embeddings`` less what RoBERTa-style models reserve (padding_idx + 1); None if unset."""
+    positions = config.get("max_position_embeddings")
+    if not isinstance(positions, int) or positions <= 0:
+        return None
+    if config.get("model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        positions -= (config.get("pad_token_id", 0) or 0) + 1
+    return positions
 
 
 def load_backbone(
@@ -338,3 +346,67 @@ def load_encoder(
     dev = resolve_device(device)
     b = load_backbone(spec, device=dev, trust_remote_code=trust_remote_code, pooling=pooling, max_length=max_length)
     return SentenceEncoder(b.tokenizer, b.model, b.pooling, b.max_length, device=dev, name=b.name)
+
+
+# ---------------------------------------------------------------------------------- what training needs to know
+def declared_pooling(spec: str | os.PathLike | None) -> tuple[str | None, str | None]:
+    """``(pooling, where)``: the pooling a model declares for itself, and the file that declares it.
+
+    A folder this tool wrote declares it in ``esimcse.json``; a sentence-transformers folder in
+    ``modules.json`` + ``1_Pooling/config.json`` (the bundled default model is one). A hub name is looked up
+    the same way in the hub's files where the hub (or its local cache) has them. ``(None, None)`` where
+    nothing is declared, which is the case for a raw BERT such as ``bert-base-uncased``.
+    """
+    where, kind = resolve_model_path(spec)
+    if kind == "hub":
+        return _hub_declared_pooling(where)
+    folder = Path(where)
+    ours = folder / ESIMCSE_RECORD
+    if ours.is_file() and _read_json(ours).get("pooling") is not None:
+        return read_model_record(folder).pooling, str(ours)
+    pooling = read_model_record(folder).pooling
+    if pooling is not None:
+        return pooling, str(_pooling_config_path(folder) or folder / "modules.json")
+    return None, None
+
+
+def _pooling_config_path(folder: Path) -> Path | None:
+    try:
+        for entry in json.loads((folder / "modules.json").read_text(encoding="utf-8")):
+            if str(entry.get("type", "")).endswith("models.Pooling"):
+                return folder / entry.get("path", "") / "config.json"
+    except (ValueError, TypeError, AttributeError, OSError):
+        return None
+    return None
+
+
+def _hub_declared_pooling(name: str) -> tuple[str | None, str | None]:
+    """sentence-transformers files of a hub repository, where the hub or its cache has them."""
+    try:
+        from huggingface_hub import hf_hub_download
+
+        modules = json.loads(Path(hf_hub_download(name, "modules.json")).read_text(encoding="utf-8"))
+        sub = next(str(e.get("path", "")) for e in modules if str(e.get("type", "")).endswith("models.Pooling"))
+        local = Path(hf_hub_download(name, f"{sub}/config.json" if sub else "config.json"))
+    except Exception:  # offline, no such file, not a sentence-transformers repository
+        return None, None
+    pooling = _st_pooling(local)
+    return (pooling, f"{name}:{sub}/config.json") if pooling is not None else (None, None)
+
+
+def position_limit(spec: str | os.PathLike | None, trust_remote_code: bool = False) -> int | None:
+    """How many tokens the model's position embeddings take (RoBERTa's reserved offset removed).
+
+    Read from ``config.json`` alone (cheap: no weights, no tokenizer). ``None`` where the config names no limit.
+    """
+    _, kind, _, load_from = _weights_folder(spec)
+    if kind == "hub":
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(load_from, trust_remote_code=trust_remote_code).to_dict()
+        except Exception as exc:
+            raise _load_failure("model config", spec, kind, load_from, exc) from exc
+    else:
+        config = _read_json(Path(load_from) / "config.json")
+    return _usable_positions(config)

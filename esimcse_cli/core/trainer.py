@@ -47,6 +47,7 @@ Decisions worth knowing (see also the README section):
 from __future__ import annotations
 
 import array
+import dataclasses
 import hashlib
 import json
 import logging
@@ -70,7 +71,7 @@ import torch
 from esimcse_cli.core import checkpoint as ckpt
 from esimcse_cli.core import distributed as distrib
 from esimcse_cli.core.atomic import atomic_write_text
-from esimcse_cli.core.config import TrainConfig, check_values, to_cli_args, write_config
+from esimcse_cli.core.config import AUTO_POOLER, TrainConfig, check_values, to_cli_args, write_config
 from esimcse_cli.core.contrastive import ContrastiveModel
 from esimcse_cli.core.errors import ConfigError, EsimcseError, InputError
 from esimcse_cli.core.loss import contrastive_loss
@@ -114,6 +115,15 @@ class TrainResult:
     sentences_per_s: float
     n_sentences: int
     metrics: List[Dict[str, Any]] = field(default_factory=list)
+    start_dev: Optional[float] = None  # STS-B dev of the starting model, scored with the exported pooling
+    pooler: Optional[str] = None  # the training pooler (``auto`` resolved)
+    pooler_source: Optional[str] = None  # why that pooler
+    export_pooling: Optional[str] = None  # the pooling the output folder records
+
+    @property
+    def kept_start(self) -> bool:
+        """No step beat the starting model on STS-B dev: the output folder holds the starting weights."""
+        return self.best_step == 0
 
 
 # =============================================================================== corpus
@@ -194,9 +204,10 @@ def _seed_for(*parts: int) -> int:
 class Batcher:
     """Tokenise a batch once and build its second view (padding: :mod:`esimcse_cli.core.padding`)."""
 
-    def __init__(self, tokenizer, cfg: TrainConfig):
+    def __init__(self, tokenizer, cfg: TrainConfig, position_limit: Optional[int] = None):
         self.tokenizer = tokenizer
         self.cfg = cfg
+        self.limit = position_limit
         self.pad_id = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
         self.special_ids = set(int(i) for i in tokenizer.all_special_ids)
         self.insert = None
@@ -208,7 +219,16 @@ class Batcher:
     def tokenize(self, texts: List[str]) -> List[List[int]]:
         enc = self.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=self.cfg.max_length, padding=False,
                              return_attention_mask=False, return_token_type_ids=False)
-        return enc["input_ids"]
+        ids = enc["input_ids"]
+        if self.limit is not None and self.cfg.repetition and self.cfg.augmentation != "deletion":
+            ids = [fit_for_copy(x, self.limit, self._most_added, self.special_ids) for x in ids]
+        return ids
+
+    def _most_added(self, n: int) -> int:
+        """The most tokens the second view can add to a sentence of ``n`` content tokens."""
+        from esimcse_cli.core.augment import repeat_support
+
+        return max(repeat_support(n, self.cfg.dup_rate, self.cfg.repetition_variant))
 
     def repeat(self, ids: List[List[int]], seed: int) -> List[List[int]]:
         """The second view: word repetition (or the insertion/deletion baselines) over content tokens."""
@@ -216,6 +236,28 @@ class Batcher:
 
         return augment_batch(ids, self.cfg.augmentation, self.cfg.dup_rate, self.cfg.repetition_variant, random.Random(seed),
                              special_ids=self.special_ids, insert=self.insert)
+
+
+def fit_for_copy(ids: List[int], limit: int, most_added: Callable[[int], int], special_ids: set) -> List[int]:
+    """Truncate a sentence so that its repeated (or inserted-into) copy fits in ``limit`` positions.
+
+    The copy is never cut: it must stay longer than the original, which is the point of word repetition.
+    Only a sentence within ``most_added(n)`` tokens of the model's position limit is shortened, to the
+    longest content length ``n`` with ``len + most_added(n) <= limit``; its leading and trailing special
+    tokens ([CLS] ... [SEP]) are kept.
+    """
+    if len(ids) + most_added(len(ids)) <= limit:  # n <= len(ids), and most_added grows with n
+        return ids
+    head = 0
+    while head < len(ids) and ids[head] in special_ids:
+        head += 1
+    tail = 0
+    while tail < len(ids) - head and ids[len(ids) - 1 - tail] in special_ids:
+        tail += 1
+    n = len(ids) - head - tail
+    while n > 0 and head + n + tail + most_added(n) > limit:
+        n -= 1
+    return ids[: head + n] + ids[len(ids) - tail :]
 
 
 # =============================================================================== helpers
@@ -289,6 +331,20 @@ class _SignalCatcher:
         for s, old in self._old.items():
             signal.signal(s, old if old is not None else signal.SIG_DFL)
         return False
+
+
+def settle_pooler(cfg: TrainConfig) -> tuple:
+    """``(cfg, why)`` with ``--pooler auto`` replaced by :func:`~esimcse_cli.core.contrastive.choose_pooler`'s choice.
+
+    An explicit ``--pooler`` is kept as it is. The choice is written into the run's config, so
+    ``train_config.yaml``, the saved state and ``--resume`` all see the pooler that was trained.
+    """
+    if cfg.pooler != AUTO_POOLER:
+        return cfg, "given with --pooler (or in --config)"
+    from esimcse_cli.core.contrastive import choose_pooler
+
+    pooler, why = choose_pooler(cfg.model, cfg.preset)
+    return dataclasses.replace(cfg, pooler=pooler).resolved(), why
 
 
 # =============================================================================== dev evaluation
@@ -388,7 +444,7 @@ def _wants_cuda(cfg: TrainConfig) -> bool:
 
 def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_start) -> TrainResult:
     from esimcse_cli.core.encoder import SentenceEncoder
-    from esimcse_cli.core.models import check_model, load_backbone, resolve_device
+    from esimcse_cli.core.models import check_model, load_backbone, position_limit, resolve_device
 
     main = dist.is_main
     # ---- device and precision
@@ -412,6 +468,13 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
 
     score_dev = make_dev_scorer(cfg) if main else None  # bad dev data fails here, before the slow parts
     check_model(cfg.model)  # a broken model folder fails here, before the corpus is spooled (cheap: no weights read)
+    limit = position_limit(cfg.model, cfg.trust_remote_code)
+    if limit is not None and cfg.max_length > limit:
+        raise ConfigError(f"--max-length {cfg.max_length}: the model takes at most {limit} tokens (its position embeddings)")
+    cfg, pooler_source = settle_pooler(cfg)
+    if main and not cfg.dev_data:
+        log.warning("no STS-B dev data, so no model selection: the model after the last step is written "
+                    "(give --dev-data with SentEval's data folder, or set ESIMCSE_DATA_DIR)")
 
     # ---- corpus
     # a single process stops reading a long corpus on the first signal (several processes must meet at the
@@ -442,14 +505,14 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
     tokenizer, export_len = b.tokenizer, b.max_length
     online = ContrastiveModel(b.model, cfg.pooler, bool(cfg.mlp), seed=cfg.seed).to(device)
     online.train()
-    momentum = MomentumEncoder(online, cfg.momentum, cfg.momentum_variant) if cfg.momentum_queue else None
+    momentum = MomentumEncoder(online, cfg.momentum, cfg.momentum_variant, seed=cfg.seed) if cfg.momentum_queue else None
     queue = NegativeQueue(cfg.effective_queue_size(), int(b.model.config.hidden_size), device=device) if cfg.momentum_queue else None
     opt = make_optimizer(online, cfg)
-    batcher = Batcher(tokenizer, cfg)
+    batcher = Batcher(tokenizer, cfg, limit)
     eval_encoder = SentenceEncoder(tokenizer, online.backbone, online.test_pooling, export_len, device=device, name=b.name)
 
     # ---- restore
-    step, best_dev, best_step = 0, None, None
+    step, best_dev, best_step, start_dev = 0, None, None, None
     metrics: List[Dict[str, Any]] = []
     if cfg.resume:
         try:
@@ -464,6 +527,7 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
             raise InputError(f"{ckpt.state_dir(out)}: saved state does not match this model and config ({type(exc).__name__}: {first})") from None
         step = int(saved_meta["step"])
         best_dev, best_step = saved_meta.get("best_dev"), saved_meta.get("best_step")
+        start_dev = saved_meta.get("start_dev")
         metrics = _read_metrics(out / "metrics.jsonl", step)
         if step >= total:
             log.warning("the saved state is at step %d, which is not below the %d steps asked for; nothing to train", step, total)
@@ -487,6 +551,7 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
         "versions": package_versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "resumed_from_step": step if cfg.resume else None,
+        "pooler": {"train": cfg.pooler, "mlp": bool(cfg.mlp), "exported": cfg.test_pooling, "why": pooler_source},
     }
     if main:
         out.mkdir(exist_ok=True)
@@ -498,7 +563,8 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
     distrib.barrier(dist)
 
     info = {"total_steps": total, "start_step": step, "corpus": corpus.stats, "queue_size": queue.size if queue is not None else 0,
-            "device": device, "world_size": dist.world_size, "output_dir": str(out), "model": b.name}
+            "device": device, "world_size": dist.world_size, "output_dir": str(out), "model": b.name,
+            "pooler": cfg.pooler, "mlp": bool(cfg.mlp), "pooler_source": pooler_source, "export_pooling": cfg.test_pooling}
     if main and on_start:
         on_start(info)
 
@@ -513,7 +579,7 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
         tensors.update(ckpt.optimizer_tensors(opt))
         rng_t, rng_m = ckpt.rng_state()
         tensors.update(rng_t)
-        meta = {"step": step, "micro_batches": step * cfg.grad_accum, "best_dev": best_dev, "best_step": best_step,
+        meta = {"step": step, "micro_batches": step * cfg.grad_accum, "best_dev": best_dev, "best_step": best_step, "start_dev": start_dev,
                 "config": cfg.to_dict(), "rng": rng_m, "corpus_sha256": corpus.stats["sha256"], "world_size": dist.world_size}
         ckpt.save_state(out, tensors, meta)
 
@@ -533,12 +599,17 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
     params = [p for p in online.parameters() if p.requires_grad]
 
     if main and score_dev is not None and step == 0:
-        dev0 = evaluate()
-        dev0 = dev0 if dev0 is not None and math.isfinite(dev0) else None
-        metrics.append({"step": 0, "dev_spearman": dev0})
+        # the starting model is the first candidate, scored with the pooling that is exported: a run whose
+        # steps all score lower leaves the starting weights in the output folder
+        start_dev = evaluate()
+        start_dev = start_dev if start_dev is not None and math.isfinite(start_dev) else None
+        if start_dev is not None:
+            best_dev, best_step = start_dev, 0
+            export(0, start_dev)
+        metrics.append({"step": 0, "dev_spearman": start_dev, "best_dev": best_dev, "best_step": best_step})
         _write_metrics(out / "metrics.jsonl", metrics)
         if on_step:
-            on_step({"step": 0, "total_steps": total, "dev_spearman": dev0, "best_dev": None})
+            on_step({"step": 0, "total_steps": total, "dev_spearman": start_dev, "best_dev": best_dev})
 
     # ---- the loop
     if distrib.any_rank(signals.signum is not None, dist):
@@ -652,15 +723,16 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
             ckpt.remove_state(out)
     if main:
         manifest.update({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "steps": step, "total_steps": total,
-                         "best_dev": best_dev, "best_step": best_step, "wall_s": wall, "sentences_per_s": sps,
-                         "stopped": stopped})
+                         "start_dev": start_dev, "best_dev": best_dev, "best_step": best_step,
+                         "kept_starting_model": best_step == 0, "wall_s": wall, "sentences_per_s": sps, "stopped": stopped})
         _write_json(out / "manifest.json", manifest)
     corpus.close()
     distrib.barrier(dist)
     if stopped == "signal":
         name = signal.Signals(signals.signum).name
         raise TrainInterrupted(f"{name} at step {step}/{total}: state saved in {ckpt.state_dir(out)}; continue with --resume", signals.signum)
-    return TrainResult(str(out), step, total, best_dev, best_step, last_loss, stopped, wall, sps, n, metrics)
+    return TrainResult(str(out), step, total, best_dev, best_step, last_loss, stopped, wall, sps, n, metrics,
+                       start_dev=start_dev, pooler=cfg.pooler, pooler_source=pooler_source, export_pooling=cfg.test_pooling)
 
 
 # =============================================================================== small helpers
