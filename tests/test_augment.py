@@ -32,9 +32,18 @@ def paper_upper(n, rate):
     return min(n, max(2, int(rate * n)))
 
 
-def official_values(n, rate):
-    m = min(10, int(rate * n))
-    return set(range(m)) if m > 0 else {0}
+def official_values(n, rate, level="subword"):
+    """The released code's counts (caskcsg/sentemb ESimCSE/train.py, prepare_features), written out here.
+
+    subword (dup_type bpe): L = n + 2 with [CLS]/[SEP]; randrange(min(10, int(r*L))) if int(r*L) > 0, else 0;
+    clipped to n (where the released sample() would raise). word: randrange(min(10, n, max(2, int(r*n)))).
+    """
+    if n <= 0:
+        return {0}
+    if level == "word":
+        return set(range(min(10, n, max(2, int(rate * n)))))
+    t = int(rate * (n + 2))
+    return {min(k, n) for k in range(min(10, t))} if t > 0 else {0}
 
 
 @pytest.fixture(scope="module")
@@ -51,26 +60,49 @@ def strip_copies(out, positions):
 # ------------------------------------------------------------------------------------------------
 # counts
 # ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("level", ["subword", "word"])
 @pytest.mark.parametrize("variant", ["paper", "official"])
-def test_repeat_count_support(variant):
+def test_repeat_count_support(variant, level):
     rng = random.Random(123)
     for n in range(0, 70):
         for rate in (0.0, 0.1, 0.2, 0.32, 0.5, 0.9, 1.0):
-            expected = set(range(paper_upper(n, rate) + 1)) if variant == "paper" else official_values(n, rate)
+            expected = set(range(paper_upper(n, rate) + 1)) if variant == "paper" else official_values(n, rate, level)
             if n == 0:
                 expected = {0}
-            assert set(aug.repeat_support(n, rate, variant)) == expected, (n, rate)
-            seen = {aug.repeat_count(n, rate, variant, rng) for _ in range(60)}
+            assert set(aug.repeat_support(n, rate, variant, level)) == expected, (n, rate)
+            seen = {aug.repeat_count(n, rate, variant, rng, level) for _ in range(60)}
             assert seen <= expected, (n, rate, seen - expected)
 
 
-def test_official_zero_when_range_empty():
+def test_official_subword_zero_when_range_empty_and_capped_at_9():
     rng = random.Random(0)
-    # int(0.32 * 3) == 0 and int(0.32 * 4) == 1: randrange(0) is defined as 0, randrange(1) is always 0
-    for n in (1, 2, 3, 4, 5, 6):
+    # L = n + 2: int(0.32 * 3) == 0 (randrange(0) is not called: 0), int(0.32 * 4..6) == 1 (randrange(1) is 0)
+    for n in (0, 1, 2, 3, 4):
         assert {aug.repeat_count(n, 0.32, "official", rng) for _ in range(50)} == {0}
+    # n = 5: L = 7, int(2.24) == 2 -> randrange(2)
+    assert {aug.repeat_count(5, 0.32, "official", rng) for _ in range(200)} == {0, 1}
     # the released code's cap: at most 9 repeats however long the sentence
     assert max(aug.repeat_count(1000, 0.32, "official", rng) for _ in range(500)) == 9
+    # r = 1, n = 3: randrange(min(10, 5)) could give 4 > 3 positions (the released sample() raises): clipped to 3
+    assert {aug.repeat_count(3, 1.0, "official", rng) for _ in range(300)} == {0, 1, 2, 3}
+
+
+def test_official_word_short_sentences_and_last_word():
+    rng = random.Random(0)
+    assert {aug.repeat_count(1, 0.32, "official", rng, "word") for _ in range(50)} == {0}
+    # max(2, int(r*n)) lets two- and three-word lines repeat one word; min(10, n, ...) caps at n - 1
+    assert {aug.repeat_count(2, 0.32, "official", rng, "word") for _ in range(200)} == {0, 1}
+    assert {aug.repeat_count(3, 0.0, "official", rng, "word") for _ in range(200)} == {0, 1}
+    assert max(aug.repeat_count(1000, 0.32, "official", rng, "word") for _ in range(500)) == 9
+    # the last word is never chosen, by repetition, insertion or deletion
+    for n in range(1, 12):
+        words = [f"w{i}" for i in range(n)]
+        for _ in range(100):
+            pos = aug.word_repetition_positions(n, 1.0, "official", rng, "word")
+            assert all(0 <= p < n - 1 for p in pos) or not pos
+            _, ipos = aug.random_insertion(words, 1.0, lambda r: "X", rng, "official", True, level="word")
+            _, dpos = aug.random_deletion(words, 1.0, rng, "official", True, level="word")
+            assert n - 1 not in ipos and n - 1 not in dpos
 
 
 def _chi_square_p(counts, expected_probs, draws):
@@ -88,14 +120,18 @@ def _chi_square_p(counts, expected_probs, draws):
         (25, 0.32, "paper", {k: 1 / 9 for k in range(9)}),       # U{0..8}
         (4, 0.32, "paper", {k: 1 / 3 for k in range(3)}),        # max(2, 1) = 2 -> U{0..2}
         (1, 0.32, "paper", {0: 1 / 3, 1: 2 / 3}),                # U{0..2} clipped to N = 1
-        (25, 0.32, "official", {k: 1 / 8 for k in range(8)}),    # randrange(8)
+        (25, 0.32, "official", {k: 1 / 8 for k in range(8)}),    # L = 27: randrange(int(8.64))
         (100, 0.32, "official", {k: 1 / 10 for k in range(10)}), # randrange(min(10, 32))
+        (5, 0.32, "official", {0: 1 / 2, 1: 1 / 2}),             # L = 7: randrange(2)
+        (30, 0.32, "official-word", {k: 1 / 9 for k in range(9)}),  # randrange(min(10, 30, 9))
+        (3, 0.32, "official-word", {0: 1 / 2, 1: 1 / 2}),           # randrange(min(10, 3, max(2, 0)))
     ],
 )
 def test_repeat_count_distribution(n, rate, variant, probs):
     rng = random.Random(2024)
     draws = 20000
-    counts = collections.Counter(aug.repeat_count(n, rate, variant, rng) for _ in range(draws))
+    variant, _, level = variant.partition("-")
+    counts = collections.Counter(aug.repeat_count(n, rate, variant, rng, level or "subword") for _ in range(draws))
     assert set(counts) <= set(probs)
     for k, p in probs.items():
         assert abs(counts[k] / draws - p) < 0.015, (k, counts[k] / draws, p)
@@ -488,5 +524,5 @@ def test_cli_on_sample_corpus_word_level(runner, tmp_path):
     out = dst.read_text(encoding="utf-8").splitlines()
     assert len(out) == len(src)
     extra = [len(o.split()) - len(s.split()) for s, o in zip(src, out)]
-    assert all(e in aug.repeat_support(len(s.split()), 0.32, "official") for s, e in zip(src, extra))
+    assert all(e in aug.repeat_support(len(s.split()), 0.32, "official", "word") for s, e in zip(src, extra))
     assert sum(extra) > 0

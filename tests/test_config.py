@@ -75,7 +75,8 @@ def test_presets_hold_the_paper_values():
     assert [got[n]["lr"] for n in PRESETS] == [3e-5, 1e-5, 1e-5, 1e-5]
     assert [got[n]["dup_rate"] for n in PRESETS] == [0.32, 0.32, 0.30, 0.28]
     assert [got[n]["queue_size"] for n in PRESETS] == [160, 160, 160, 128]
-    assert all(got[n]["dropout"] == 0.1 for n in PRESETS)
+    # roberta-large: 0.15 as the released ESimCSE/run.sh and logs/roberta-large.log have it (see the preset)
+    assert [got[n]["dropout"] for n in PRESETS] == [0.1, 0.1, 0.1, 0.15]
 
 
 def test_config_paths_are_confined_to_the_config_folder(tmp_path):

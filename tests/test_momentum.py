@@ -100,3 +100,21 @@ def test_queue_entries_are_detached_and_zero_size_is_off():
     off = NegativeQueue(size=0, dim=4)
     off.enqueue(x)
     assert off.tensor() is None
+
+
+def test_paper_starts_as_an_exact_copy_official_from_fresh_weights(online):
+    """The official start (random weights, as the released code's momentum_model) is checked against a
+    re-implementation of ESimCSE/esimcse/models.py BertForCL.__init__ in tests/test_official.py."""
+    paper = MomentumEncoder(online, variant="paper")
+    official = MomentumEncoder(online, variant="official", seed=0)
+    mine, theirs = list(official.backbone.parameters()), list(online.backbone.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(paper.backbone.parameters(), theirs))
+    weights = [(a, b) for a, b in zip(mine, theirs) if a.ndim == 2]
+    assert weights and not any(torch.equal(a, b) for a, b in weights)
+
+
+def test_fresh_init_needs_a_transformers_model():
+    from esimcse_cli.core.momentum import fresh_init_
+
+    with pytest.raises(ValueError, match="init_weights"):
+        fresh_init_(torch.nn.Linear(2, 2), seed=0)

@@ -80,7 +80,7 @@ def test_word_repetition_keeps_the_original_words_in_order(texts, seed, rate, va
         assert rec.tokens == text.split()
         _check_repetition(rec)
         assert rec.augmented.split() == rec.new_tokens
-        assert sum(rec.added) in aug.repeat_support(len(rec.tokens), rate, variant)
+        assert sum(rec.added) in aug.repeat_support(len(rec.tokens), rate, variant, "word")
 
 
 @FAST

@@ -10,25 +10,40 @@ and ``esimcse train`` (over token *ids*, see :func:`repeat_batch` / :func:`augme
 
 How many tokens are repeated
 ----------------------------
-``N`` is the sentence length in tokens (sub-word pieces at ``--level subword``, whitespace-separated words
-at ``--level word``) and ``r`` the rate (``--dup-rate``, default 0.32, in ``[0, 1]``).
+``N`` is the number of *content* tokens of the sentence (sub-word pieces without ``[CLS]``/``[SEP]`` at
+``level="subword"``, whitespace-separated words at ``level="word"``) and ``r`` the rate (``--dup-rate``,
+default 0.32, in ``[0, 1]``).
 
-* ``variant="paper"`` (the default), the formula of the paper:
+* ``variant="paper"`` (the default), the formula of the paper, the same at both levels:
   ``dup_len ~ Uniform{0, 1, ..., max(2, int(r*N))}`` (both ends inclusive). Because at most ``N`` distinct
   positions exist, a draw above ``N`` is clipped to ``N``; this only happens for ``N <= 2`` (or ``r`` close
   to 1, never for ``r <= 0.5`` and ``N >= 3``), where the clipped value gets the extra probability mass.
   Note that ``max(2, ...)`` means even ``r = 0`` repeats up to two tokens: that is the paper's formula.
-* ``variant="official"``, the released code: ``dup_len = randrange(min(10, int(r*N)))``, i.e. uniform on
-  ``{0, ..., min(10, int(r*N)) - 1}``. It never repeats more than 9 tokens, its upper end is one below the
-  paper's, and short sentences (``int(r*N) <= 1``) get no repetition at all. When ``int(r*N)`` is 0,
-  ``randrange(0)`` would raise; we define it as 0 repeats.
+  Positions: uniform over all ``N`` tokens.
+* ``variant="official"``, the released code (caskcsg/sentemb, ``ESimCSE/train.py``, ``prepare_features``),
+  which has one formula per level (its ``--dup_type bpe`` and ``--dup_type word``):
 
-Then ``dup_len`` *distinct* positions are drawn uniformly without replacement, and each chosen token is
-repeated once in place. Every other token is kept, in order: removing one copy of each repeated token
-gives back the original sequence.
+  - sub-word (``dup_type bpe``, what its ``run.sh`` trains with): ``L = N + 2`` counts the ``[CLS]`` and
+    ``[SEP]`` the tokenizer added. If ``int(r*L) > 0``: ``dup_len = randrange(min(10, int(r*L)))``, i.e.
+    uniform on ``{0, ..., min(10, int(r*L)) - 1}``, else 0 (and no draw is made). Positions: uniform over
+    the ``N`` tokens between ``[CLS]`` and ``[SEP]`` (``sample(range(1, L-1), dup_len)``). The released code
+    would crash when ``dup_len > N`` (``sample`` larger than its population; only possible at ``r = 1``
+    with ``N <= 8``): here ``dup_len`` is clipped to ``N``.
+  - word (``dup_type word``): ``dup_len = randrange(min(10, N, max(2, int(r*N))))``, uniform on
+    ``{0, ..., min(10, N, max(2, int(r*N))) - 1}``; positions ``sample(range(0, N-1), dup_len)``, so the
+    *last word is never repeated*. It never crashes for ``N >= 1`` (``dup_len <= N - 1``); ``N = 0`` gives 0.
+    (The released code splits on single spaces, ``sent.split(' ')``; ``level="word"`` splits on any
+    whitespace, which is the same for text with single spaces between words.)
 
-Insertion and deletion use the same count formula (the same ``variant`` and rate) and the same uniform choice
-of distinct positions, so the three methods differ only in what they do at the chosen positions:
+  Both never repeat more than 9 tokens. The draws are made in the released code's order (count, then
+  positions, one sentence after the other), so with the same :class:`random.Random` state the output is
+  the released code's output.
+
+:func:`repeat_support` gives the exact set of counts for ``(N, r, variant, level)``.
+
+Insertion and deletion use the same count formula (the same ``variant``, ``level`` and rate) and the same
+choice of distinct positions (so with ``official`` at word level they never touch the last word either), so
+the three methods differ only in what they do at the chosen positions:
 
 * insertion puts one new token right *after* each chosen token (what repetition does with a copy);
   the new token comes from ``insert(rng)`` (a random vocabulary token, a stop word, or the mask token);
@@ -63,7 +78,8 @@ VARIANTS = ("paper", "official")
 LEVELS = ("subword", "word")
 INSERT_TOKENS = ("random", "stopword", "mask")
 DEFAULT_DUP_RATE = 0.32
-OFFICIAL_MAX_REPEATS = 10
+OFFICIAL_MAX_REPEATS = 10  # the released code's cap: randrange(min(10, ...))
+PAPER_MIN_UPPER = 2  # max(2, int(r*N)): the paper's formula, and the released word-level code's
 
 # A small built-in list of common English function words, written for this project.
 STOPWORDS: Tuple[str, ...] = (
@@ -181,56 +197,99 @@ def needs_tokenizer(method: str, level: str, insert_token: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 # How many
 # ---------------------------------------------------------------------------------------------
-def _raw_upper(n: int, dup_rate: float, variant: str) -> int:
-    """Upper end (inclusive) of the formula's draw, before clipping to ``n``; -1 for an empty draw."""
-    if variant == "paper":
-        return max(2, int(dup_rate * n))
-    if variant == "official":
-        return min(OFFICIAL_MAX_REPEATS, int(dup_rate * n)) - 1
-    raise ConfigError(f"--variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
+def _check_variant(variant: str) -> str:
+    return _check_choice(variant, VARIANTS, "--variant")
 
 
-def repeat_support(n: int, dup_rate: float = DEFAULT_DUP_RATE, variant: str = "paper") -> range:
-    """The values :func:`repeat_count` can return for a sentence of ``n`` tokens."""
+def _check_level(level: str) -> str:
+    return _check_choice(level, LEVELS, "--level")
+
+
+def _official_subword_bound(n: int, dup_rate: float) -> int:
+    """``int(r*L)`` of the released sub-word code, with ``L = n + 2`` (its length counts [CLS] and [SEP]).
+
+    caskcsg/sentemb ``ESimCSE/train.py``, ``prepare_features``, ``dup_type == "bpe"``.
+    """
+    return int(dup_rate * (n + 2))
+
+
+def _official_word_bound(n: int, dup_rate: float) -> int:
+    """The argument of the released word-level ``randrange`` (``dup_type == "word"``): ``min(10, n, max(2, int(r*n)))``."""
+    return min(OFFICIAL_MAX_REPEATS, n, max(PAPER_MIN_UPPER, int(dup_rate * n)))
+
+
+def repeat_support(n: int, dup_rate: float = DEFAULT_DUP_RATE, variant: str = "paper", level: str = "subword") -> range:
+    """Exactly the values :func:`repeat_count` can return for a sentence of ``n`` content tokens.
+
+    ``paper`` (both levels): ``0 .. min(n, max(2, int(r*n)))``. ``official`` sub-word: ``0 .. min(n,
+    min(10, int(r*(n+2))) - 1)``, only ``0`` when ``int(r*(n+2)) == 0``. ``official`` word:
+    ``0 .. min(10, n, max(2, int(r*n))) - 1``. Always ``{0}`` for ``n <= 0``.
+    """
+    _check_variant(variant)
+    _check_level(level)
     if n <= 0:
         return range(0, 1)
-    hi = _raw_upper(n, dup_rate, variant)
-    return range(0, max(0, min(hi, n)) + 1)
+    if variant == "paper":
+        return range(0, min(max(PAPER_MIN_UPPER, int(dup_rate * n)), n) + 1)
+    if level == "subword":
+        t = _official_subword_bound(n, dup_rate)
+        return range(0, 1) if t <= 0 else range(0, min(min(OFFICIAL_MAX_REPEATS, t) - 1, n) + 1)
+    return range(0, _official_word_bound(n, dup_rate))
 
 
-def repeat_count(n: int, dup_rate: float = DEFAULT_DUP_RATE, variant: str = "paper", rng: Any = None) -> int:
-    """Draw how many tokens of an ``n``-token sentence to repeat (see the module docstring).
+def repeat_count(
+    n: int, dup_rate: float = DEFAULT_DUP_RATE, variant: str = "paper", rng: Any = None, level: str = "subword"
+) -> int:
+    """Draw how many of the ``n`` content tokens of a sentence to repeat (see the module docstring).
 
-    ``paper``: ``randint(0, max(2, int(dup_rate*n)))`` clipped to ``n``.
-    ``official``: ``randrange(min(10, int(dup_rate*n)))``, and 0 when that range is empty.
+    ``paper``: ``randint(0, max(2, int(r*n)))`` clipped to ``n`` (no draw for ``n <= 0``).
+    ``official``, ``level="subword"``: ``randrange(min(10, int(r*(n+2))))`` when ``int(r*(n+2)) > 0``, else 0
+    without a draw, clipped to ``n`` (where the released code would crash).
+    ``official``, ``level="word"``: ``randrange(min(10, n, max(2, int(r*n))))``, 0 without a draw for ``n <= 0``.
     """
     rng = as_rng(rng)
-    if n <= 0:
-        # Still validate the variant so that a typo fails on the first (possibly empty) line.
-        _raw_upper(0, dup_rate, variant)
-        return 0
+    _check_variant(variant)  # also for n == 0, so that a typo fails on the first (possibly empty) line
+    _check_level(level)
     if variant == "paper":
-        k = rng.randint(0, max(2, int(dup_rate * n)))
-    elif variant == "official":
-        m = min(OFFICIAL_MAX_REPEATS, int(dup_rate * n))
-        k = rng.randrange(m) if m > 0 else 0
-    else:
-        raise ConfigError(f"--variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
-    return min(k, n)
+        if n <= 0:
+            return 0
+        return min(rng.randint(0, max(PAPER_MIN_UPPER, int(dup_rate * n))), n)
+    if level == "subword":
+        t = _official_subword_bound(max(n, 0), dup_rate)
+        if t <= 0:
+            return 0
+        # Drawn even for n == 0 (L == 2, r >= 0.5), as the released code draws; then clipped to 0.
+        return min(rng.randrange(min(OFFICIAL_MAX_REPEATS, t)), max(n, 0))
+    if n <= 0:
+        return 0
+    return rng.randrange(_official_word_bound(n, dup_rate))  # <= n - 1: fits its n - 1 positions
 
 
-def _choose_positions(n: int, k: int, rng) -> List[int]:
-    if k <= 0 or n <= 0:
+def repeat_population(n: int, variant: str = "paper", level: str = "subword") -> int:
+    """How many of the ``n`` content tokens can be chosen: ``n``, except ``n - 1`` for ``official`` at word level.
+
+    The released word-level code draws positions with ``sample(range(0, n-1), k)``, so its last word is never
+    repeated (caskcsg/sentemb ``ESimCSE/train.py``, ``prepare_features``, ``dup_type == "word"``).
+    """
+    if variant == "official" and level == "word":
+        return max(0, n - 1)
+    return max(0, n)
+
+
+def _choose_positions(population: int, k: int, rng) -> List[int]:
+    """``k`` sorted distinct indices out of ``range(population)`` (one ``sample`` call, none for ``k == 0``)."""
+    if k <= 0 or population <= 0:
         return []
-    return sorted(rng.sample(range(n), k))
+    return sorted(rng.sample(range(population), k))
 
 
 def word_repetition_positions(
-    n: int, dup_rate: float = DEFAULT_DUP_RATE, variant: str = "paper", rng: Any = None
+    n: int, dup_rate: float = DEFAULT_DUP_RATE, variant: str = "paper", rng: Any = None, level: str = "subword"
 ) -> List[int]:
     """Sorted distinct indices (into a sequence of ``n`` tokens) whose tokens get repeated."""
     rng = as_rng(rng)
-    return _choose_positions(n, repeat_count(n, dup_rate, variant, rng), rng)
+    k = repeat_count(n, dup_rate, variant, rng, level)
+    return _choose_positions(repeat_population(n, variant, level), k, rng)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,13 +339,16 @@ def word_repetition(
     variant: str = "paper",
     rng: Any = None,
     return_positions: bool = False,
+    level: str = "subword",
 ):
-    """ESimCSE word repetition of a token sequence (ids or strings).
+    """ESimCSE word repetition of a token sequence (ids or strings), all of it content (no [CLS]/[SEP]).
 
+    ``level`` picks the ``official`` formula (``subword``: ``L = len(tokens) + 2``; ``word``: the
+    word-level formula, last word never repeated); ``paper`` is the same at both levels.
     Returns the new list, or ``(new_list, positions)`` with ``return_positions=True`` where
     ``positions`` are the sorted indices of ``tokens`` that were repeated.
     """
-    positions = word_repetition_positions(len(tokens), dup_rate, variant, rng)
+    positions = word_repetition_positions(len(tokens), dup_rate, variant, rng, level)
     out = apply_repetition(tokens, positions)
     return (out, positions) if return_positions else out
 
@@ -298,8 +360,10 @@ def random_insertion(
     rng: Any = None,
     variant: str = "paper",
     return_positions: bool = False,
+    level: str = "subword",
 ):
-    """Insert ``repeat_count(len(tokens), rate, variant)`` new tokens, each right after a distinct random token.
+    """Insert ``repeat_count(len(tokens), rate, variant, level=level)`` new tokens, each right after a distinct
+    token chosen as repetition chooses them (:func:`word_repetition_positions`).
 
     ``insert(rng)`` returns one new token (it receives the generator, a ``random.Random`` or
     :class:`TorchRandom`). With ``return_positions`` also returns the chosen source positions; the
@@ -308,7 +372,7 @@ def random_insertion(
     if insert is None:
         raise ValueError("random_insertion needs insert=callable(rng) -> token")
     rng = as_rng(rng)
-    positions = word_repetition_positions(len(tokens), rate, variant, rng)
+    positions = word_repetition_positions(len(tokens), rate, variant, rng, level)
     new = [insert(rng) for _ in positions]
     out = apply_insertion(tokens, positions, new)
     return (out, positions) if return_positions else out
@@ -320,15 +384,17 @@ def random_deletion(
     rng: Any = None,
     variant: str = "paper",
     return_positions: bool = False,
+    level: str = "subword",
 ):
-    """Delete ``min(repeat_count(len(tokens), rate, variant), len(tokens) - 1)`` distinct random tokens.
+    """Delete ``min(repeat_count(len(tokens), rate, variant, level=level), len(tokens) - 1)`` distinct tokens,
+    chosen as repetition chooses them.
 
     At least one token always survives (an empty input stays empty).
     """
     rng = as_rng(rng)
     n = len(tokens)
-    k = min(repeat_count(n, rate, variant, rng), max(0, n - 1))
-    positions = _choose_positions(n, k, rng)
+    k = min(repeat_count(n, rate, variant, rng, level), max(0, n - 1))
+    positions = _choose_positions(repeat_population(n, variant, level), k, rng)
     out = apply_deletion(tokens, positions)
     return (out, positions) if return_positions else out
 
@@ -336,6 +402,25 @@ def random_deletion(
 # ---------------------------------------------------------------------------------------------
 # Batches of token ids (training)
 # ---------------------------------------------------------------------------------------------
+def content_positions(ids: Sequence[int], special_ids: Optional[Iterable[int]] = None, variant: str = "paper") -> List[int]:
+    """The indices of ``ids`` that :func:`augment_batch` may choose; their number is the ``N`` of the count.
+
+    ``paper``: every index whose id is not in ``special_ids``. ``official``: every index except a special
+    token at the start and one at the end (the released code's ``range(1, L-1)``). Without ``special_ids``:
+    every index. A caller bounding the added length uses ``max(repeat_support(len(content_positions(...)),
+    rate, variant))``.
+    """
+    _check_variant(variant)
+    if special_ids is None:
+        return list(range(len(ids)))
+    specials = special_ids if isinstance(special_ids, (set, frozenset)) else frozenset(int(i) for i in special_ids)
+    if variant == "official":
+        lo = 1 if ids and ids[0] in specials else 0
+        hi = len(ids) - 1 if len(ids) > lo and ids[-1] in specials else len(ids)
+        return list(range(lo, hi))
+    return [i for i, t in enumerate(ids) if t not in specials]
+
+
 def augment_batch(
     id_lists: Sequence[Sequence[int]],
     method: str = "repetition",
@@ -347,10 +432,20 @@ def augment_batch(
 ) -> List[List[int]]:
     """Augment each id list of a batch independently with one generator, in batch order.
 
-    ``special_ids`` (e.g. ``{cls_id, sep_id, pad_id}``): tokens with these ids are never chosen and do
-    not count in ``N``, so ``[CLS] a b c [SEP]`` has ``N = 3`` and keeps its ``[CLS]``/``[SEP]`` as they are.
-    Without ``special_ids`` every position counts. Padding should be stripped before the call; the result
-    is longer (repetition, insertion) or shorter (deletion) and the caller re-pads / truncates.
+    The count is the sub-word formula of ``variant`` (:func:`repeat_count` with ``level="subword"``) over
+    ``N = len(content_positions(ids, special_ids, variant))``, and the positions are drawn among those:
+
+    * ``paper``: tokens whose id is in ``special_ids`` (e.g. ``{cls_id, sep_id, pad_id}``) are never chosen
+      and do not count in ``N``, so ``[CLS] a b c [SEP]`` has ``N = 3`` and keeps its ``[CLS]``/``[SEP]``.
+    * ``official``: as the released code (caskcsg/sentemb ``ESimCSE/train.py``, ``prepare_features``,
+      ``dup_type == "bpe"``: ``sample(range(1, L-1), ...)``), only the special token at each *end* is left
+      out; so ``L = N + 2`` is the length of a tokenizer's ``[CLS] ... [SEP]`` list, and a special token
+      inside the sentence (an ``[UNK]``) counts and may be repeated, as there.
+
+    Without ``special_ids`` every position counts. With a :class:`random.Random` the draws are the
+    released code's (count, then positions, sentence after sentence), so the same generator state gives
+    its output. Padding should be stripped before the call; the result is longer (repetition, insertion)
+    or shorter (deletion) and the caller re-pads / truncates.
     """
     _check_choice(method, METHODS, "method")
     rng = as_rng(rng)
@@ -360,18 +455,12 @@ def augment_batch(
     out: List[List[int]] = []
     for ids in id_lists:
         ids = list(ids)
-        if specials is None:
-            eligible = None
-            n = len(ids)
-        else:
-            eligible = [i for i, t in enumerate(ids) if t not in specials]
-            n = len(eligible)
-        k = repeat_count(n, rate, variant, rng)
+        eligible = content_positions(ids, specials, variant)
+        n = len(eligible)
+        k = repeat_count(n, rate, variant, rng, "subword")
         if method == "deletion":
             k = min(k, max(0, n - 1))
-        chosen = _choose_positions(n, k, rng)
-        if eligible is not None:
-            chosen = [eligible[c] for c in chosen]
+        chosen = [eligible[c] for c in _choose_positions(n, k, rng)]
         if method == "repetition":
             out.append(apply_repetition(ids, chosen))
         elif method == "insertion":
@@ -550,13 +639,14 @@ class Augmenter:
         n = len(toks)
         removed = [False] * n
         if self.method == "repetition":
-            new, pos = word_repetition(toks, self.dup_rate, self.variant, self.rng, return_positions=True)
+            new, pos = word_repetition(toks, self.dup_rate, self.variant, self.rng, return_positions=True, level=self.level)
             added = added_marks(n, pos)
         elif self.method == "insertion":
-            new, pos = random_insertion(toks, self.dup_rate, self.insert, self.rng, self.variant, return_positions=True)
+            new, pos = random_insertion(toks, self.dup_rate, self.insert, self.rng, self.variant, return_positions=True,
+                                        level=self.level)
             added = added_marks(n, pos)
         else:
-            new, pos = random_deletion(toks, self.dup_rate, self.rng, self.variant, return_positions=True)
+            new, pos = random_deletion(toks, self.dup_rate, self.rng, self.variant, return_positions=True, level=self.level)
             added = [False] * len(new)
             for p in pos:
                 removed[p] = True

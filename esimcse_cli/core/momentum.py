@@ -14,6 +14,18 @@ MomentumEncoder
     the trainer calls ``update`` inside every training forward, before that step's optimizer update
     (so, with gradient accumulation, once per micro-batch).
 
+    It also *starts from random weights*, as the released code does by accident: ``BertForCL.__init__``
+    / ``RobertaForCL.__init__`` (``ESimCSE/esimcse/models.py``) build ``momentum_model`` and copy
+    ``self.bert``'s parameters into it inside ``__init__``, i.e. *before* ``from_pretrained`` loads the
+    checkpoint (and ``cl_init`` then calls ``init_weights()`` on the whole model). The checkpoint has no
+    ``momentum_model.*`` keys, so they stay newly initialised: every ``logs/*.log`` of the release warns
+    ``Some weights of ...ForCL were not initialized from the model checkpoint ... newly initialized:
+    ['momentum_model.embeddings.word_embeddings.weight', ...``. Here the copy is re-initialised with the
+    backbone's own transformers initialisation (``init_weights`` / ``_init_weights``: normal(0,
+    initializer_range) Linear and Embedding weights, zero biases, LayerNorm 1 / 0), from a CPU generator
+    seeded from the run's seed (the global RNG state is left as it was), so the start is reproducible.
+    With ``m = 0.995`` the random part decays as ``0.995**k`` (about 0.7 % after 1000 EMA steps).
+
 NegativeQueue
     A FIFO of detached, L2-normalised momentum embeddings, oldest first. ``enqueue`` appends the
     newest batch and drops the oldest entries beyond ``size``; before it is full, only the filled part
@@ -25,6 +37,7 @@ from __future__ import annotations
 import copy
 from typing import Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,8 +59,39 @@ def ema_(target: list[torch.Tensor], source: list[torch.Tensor], momentum: float
             t.lerp_(s, weight)
 
 
+def _init_seed(seed: int) -> int:
+    """The seed of the official variant's random start, derived from the run's seed (a stream of its own)."""
+    return int(np.random.SeedSequence([int(seed), 0x4D4F4D]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def fresh_init_(model: nn.Module, seed: int = 0) -> nn.Module:
+    """In place: give a transformers model the weights a fresh model of its config gets, seeded; returns it.
+
+    Calls the model's own ``init_weights()`` (its ``_init_weights`` per module) on CPU under a CPU
+    generator seeded with :func:`_init_seed` (``seed``), inside ``torch.random.fork_rng`` so the caller's
+    RNG state does not move. transformers marks loaded modules and tensors ``_is_hf_initialized`` and
+    then skips them; the marks are cleared first so that every weight is drawn again.
+    """
+    if not callable(getattr(model, "init_weights", None)) or not callable(getattr(model, "_init_weights", None)):
+        raise ValueError(f"{type(model).__name__} has no transformers init_weights(): cannot start it from random weights")
+    for m in model.modules():
+        tensors = list(m.parameters(recurse=False)) + [b for b in m.buffers(recurse=False) if b is not None]
+        for obj in [m, *tensors]:
+            if getattr(obj, "_is_hf_initialized", False):
+                obj._is_hf_initialized = False
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    model.to("cpu")
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.random.default_generator.manual_seed(_init_seed(seed))
+        model.init_weights()
+    return model.to(device)
+
+
 class MomentumEncoder(nn.Module):
-    def __init__(self, online: ContrastiveModel, momentum: float = 0.995, variant: str = "paper"):
+    def __init__(self, online: ContrastiveModel, momentum: float = 0.995, variant: str = "paper", seed: int = 0):
+        """``paper``: an exact copy of ``online``'s backbone (and MLP). ``official``: the backbone's
+        structure with freshly initialised weights (:func:`fresh_init_`, seeded from ``seed``)."""
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"momentum variant must be one of {VARIANTS}, got {variant!r}")
@@ -55,6 +99,8 @@ class MomentumEncoder(nn.Module):
         self.variant = variant
         self.method = online.method
         self.backbone = copy.deepcopy(online.backbone)
+        if variant == "official":
+            fresh_init_(self.backbone, seed)
         self.mlp = copy.deepcopy(online.mlp) if (variant == "paper" and online.mlp is not None) else None
         self.requires_grad_(False)
         super().train(False)
