@@ -15,13 +15,18 @@ def write(tmp_path, text, name="cfg.yaml"):
     return p
 
 
-def test_defaults_match_the_paper():
+def test_defaults_match_the_paper(tiny_model_dir):
     c = TrainConfig().resolved()
     assert (c.batch_size, c.max_length, c.lr, c.temperature) == (64, 32, 3e-5, 0.05)
     assert (c.dup_rate, c.momentum, c.queue_ratio) == (0.32, 0.995, 2.5)
-    assert c.repetition and c.momentum_queue and c.mlp
+    assert c.repetition and c.momentum_queue
     assert c.effective_queue_size() == 160
-    assert c.test_pooling == "cls_before_pooler"
+    # --pooler auto: a raw BERT, which declares no pooling, gets the paper's [CLS] + training-only MLP
+    assert c.pooler == "auto" and c.mlp is None
+    from esimcse_cli.core.trainer import settle_pooler
+
+    raw, why = settle_pooler(TrainConfig(model=str(tiny_model_dir)).resolved())
+    assert (raw.pooler, raw.mlp, raw.test_pooling) == ("cls", True, "cls_before_pooler") and "declares no pooling" in why
 
 
 def test_method_simcse_turns_both_parts_off_and_flags_override():
