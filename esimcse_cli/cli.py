@@ -206,14 +206,40 @@ def _augment_show(augmenter, records: list, n_lines: int, to_file: bool) -> None
 DATA_DIR_HELP = "SentEval's data/downstream folder (with STS/ and SICK/) or a parent of it, e.g. ../shared/data."
 TASKS_HELP = "Comma-separated tasks: STS12,STS13,STS14,STS15,STS16,STSBenchmark,SICKRelatedness (default: all)."
 BUCKETS_HELP = "Length-difference buckets, inclusive ranges from 0 with an open end: default 0-3,4- (the paper's <=3 vs >3)."
+BOOTSTRAP_HELP = "Resample each task's scored pairs N times (default 1000 when given alone; at least 100) for percentile intervals."
+CI_HELP = "Interval level in (0, 1) (default 0.95)."
+SEED_HELP = "Seed of the bootstrap resampling (default 42); the same seed gives the same intervals."
+
+
+def _bootstrap_default(args: List[str]) -> List[str]:
+    """Give a bare ``--bootstrap`` (no number after it) its default N, which click cannot do for an int option."""
+    out: List[str] = []
+    for i, tok in enumerate(args):
+        if tok == "--":
+            return out + args[i:]
+        out.append(tok)
+        if tok == "--bootstrap":
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            if nxt is None or not nxt.lstrip("-").isdigit():
+                from esimcse_cli.core.stats import DEFAULT_REPLICATES
+
+                out.append(str(DEFAULT_REPLICATES))
+    return out
 
 
 def _fmt_score(value) -> str:
     return "—" if value is None else f"{value:.2f}"
 
 
+def _fmt_ci(value, ci) -> str:
+    """``82.03 [80.9, 83.1]`` with an interval, else the score alone."""
+    if value is None or not ci:
+        return _fmt_score(value)
+    return f"{value:.2f} [{ci[0]:.1f}, {ci[1]:.1f}]"
+
+
 def _bucket_cell(b: dict) -> str:
-    return f"{_fmt_score(b['spearman'])} ({b['pairs']})"
+    return f"{_fmt_ci(b['spearman'], b.get('ci'))} ({b['pairs']})"
 
 
 def _eval_table(result: dict, title: str):
@@ -224,10 +250,10 @@ def _eval_table(result: dict, title: str):
     for name in names:
         table.add_column(f"Δlen {name}", justify="right")
     for task, e in result["tasks"].items():
-        table.add_row(task, str(e["pairs"]), _fmt_score(e["spearman"]), *[_bucket_cell(b) for b in e.get("buckets", [])])
+        table.add_row(task, str(e["pairs"]), _fmt_ci(e["spearman"], e.get("ci")), *[_bucket_cell(b) for b in e.get("buckets", [])])
     total = sum(e["pairs"] for e in result["tasks"].values())
     table.add_section()
-    table.add_row("avg", str(total), _fmt_score(result["avg"]), *([""] * len(names)), style="bold")
+    table.add_row("avg", str(total), _fmt_ci(result["avg"], result.get("avg_ci")), *([""] * len(names)), style="bold")
     return table
 
 
@@ -277,6 +303,9 @@ def eval_sts(
     bucket_by_length: bool = typer.Option(False, "--bucket-by-length", help="Also report Spearman within length-difference buckets."),
     buckets: Optional[str] = typer.Option(None, "--buckets", help=BUCKETS_HELP + " Implies --bucket-by-length."),
     length_unit: str = typer.Option("words", "--length-unit", help="words (whitespace words of the stored text) | tokens (model sub-words, no specials)."),
+    bootstrap: Optional[int] = typer.Option(None, "--bootstrap", metavar="[N]", help=BOOTSTRAP_HELP),
+    ci: Optional[float] = typer.Option(None, "--ci", help=CI_HELP + " Implies --bootstrap."),
+    seed: Optional[int] = typer.Option(None, "--seed", help=SEED_HELP),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the full result as JSON (schema in the README)."),
     csv_path: Optional[str] = typer.Option(None, "--csv", help="Write task / subset / bucket rows as CSV."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow custom model code from the model folder/hub."),
@@ -285,7 +314,7 @@ def eval_sts(
 
     Example: esimcse eval-sts ../shared/data --json sts.json
     """
-    from esimcse_cli.core import evaluate
+    from esimcse_cli.core import evaluate, stats
     from esimcse_cli.core.atomic import check_output_path
     from esimcse_cli.core.errors import ConfigError
     from esimcse_cli.core.models import load_encoder
@@ -298,6 +327,10 @@ def eval_sts(
         raise ConfigError(f"--length-unit {length_unit!r}: choose from {', '.join(evaluate.LENGTH_UNITS)}")
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: must be at least 1")
+    if bootstrap is None and ci is not None:
+        bootstrap = stats.DEFAULT_REPLICATES
+    if bootstrap is not None:
+        stats.check_options(bootstrap, ci)
     bucket_spec = None
     if bucket_by_length or buckets:
         bucket_spec = buckets or evaluate.DEFAULT_BUCKETS
@@ -309,7 +342,8 @@ def eval_sts(
     enc = load_encoder(model, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
     n_distinct = len(evaluate.unique_sentences(task_pairs))
     with ui.progress_bar(n_distinct, "encoding STS sentences", unit="sent") as advance:
-        result = evaluate.evaluate_loaded(enc, task_pairs, split, aggregate, bucket_spec, length_unit, batch_size, progress=advance)
+        result = evaluate.evaluate_loaded(enc, task_pairs, split, aggregate, bucket_spec, length_unit, batch_size, progress=advance,
+                                          bootstrap=bootstrap, level=ci, seed=seed)
     n_total = result["sentences"]["total"]
     ui.info(f"{n_total} sentences, {n_distinct} distinct, encoded in {result['seconds']['encode']:.1f}s "
             f"({enc.pooling} pooling, max length {enc.max_length})")
@@ -318,7 +352,7 @@ def eval_sts(
         evaluate.write_json(json_path, result)
         ui.info(f"wrote {json_path}")
     if csv_path:
-        evaluate.write_csv(csv_path, evaluate.result_rows(result))
+        evaluate.write_csv(csv_path, evaluate.result_rows(result), evaluate.result_columns(result))
         ui.info(f"wrote {csv_path}")
 
 
@@ -619,7 +653,7 @@ def main() -> None:
     _state["debug"] = os.environ.get("ESIMCSE_DEBUG", "") not in ("", "0")  # --debug sets it again per run
     saved = _install_signal_handlers()
     try:
-        rv = app(standalone_mode=False)
+        rv = app(args=_bootstrap_default(sys.argv[1:]), standalone_mode=False)
     except typer.TyperException as exc:  # click's usage errors (Typer vendors click): one line, no box
         if type(exc).__name__ == "NoArgsIsHelpError":
             sys.exit(2)  # the help text was already shown

@@ -8,6 +8,8 @@
 - Cosine is computed in float64 from the raw (unnormalised) vectors; a zero vector gives cosine 0,
   as SentEval's ``nan_to_num`` does.
 - ``buckets``: Spearman within groups of pairs by length difference ``|len(a) - len(b)|``.
+- ``score_tasks`` keeps each task's cosines (``TaskScores``); ``stats`` resamples them for intervals and
+  paired tests (``bootstrap=N``), so a bootstrap never re-encodes.
 
 The result is a plain dict in the documented JSON schema (see README, "eval-sts JSON").
 """
@@ -283,52 +285,71 @@ def load_tasks(
     return out
 
 
-def evaluate_loaded(
+@dataclass
+class TaskScores:
+    """One task as one model scored it. The statistics (``stats``) resample these cached cosines; nothing is re-encoded.
+
+    ``subsets``: the STS12-16 subsets in first-seen order (``()`` for a task scored as one set), and
+    ``subset_ids`` each pair's index into them (the bootstrap's strata). ``diff``: ``|len(a) - len(b)|``
+    per pair, when lengths were asked for.
+    """
+
+    cos: np.ndarray
+    gold: np.ndarray
+    subsets: Tuple[str, ...] = ()
+    subset_ids: Optional[np.ndarray] = None
+    diff: Optional[np.ndarray] = None
+
+
+def score_tasks(
     encoder,
     task_pairs: Mapping[str, Sequence[Pair]],
-    split: str = "test",
-    aggregate: str = "all",
-    buckets: Optional[Union[str, Sequence[Bucket]]] = None,
-    length_unit: str = "words",
+    length_unit: Optional[str] = None,
     batch_size: int = 64,
     progress: Optional[Progress] = None,
-) -> dict:
-    """Score already loaded tasks with one encoder; returns the JSON-schema dict."""
-    if aggregate not in AGGREGATES:
-        raise ConfigError(f"--aggregate {aggregate!r}: choose from {', '.join(AGGREGATES)}")
-    if length_unit not in LENGTH_UNITS:
+) -> Tuple[Dict[str, TaskScores], dict]:
+    """Encode every distinct sentence once and score each task's pairs: ``({task: TaskScores}, info)``.
+
+    ``length_unit`` (``words`` | ``tokens``) also records each pair's length difference. ``info`` has
+    ``total`` and ``distinct`` sentences and ``encode_s`` seconds.
+    """
+    if length_unit is not None and length_unit not in LENGTH_UNITS:
         raise ConfigError(f"--length-unit {length_unit!r}: choose from {', '.join(LENGTH_UNITS)}")
-    bucket_list: Optional[List[Bucket]]
-    if buckets is None:
-        bucket_list = None
-    elif isinstance(buckets, str):
-        bucket_list = parse_buckets(buckets)
-    else:
-        bucket_list = list(buckets) or None
     t0 = time.perf_counter()
     sentences = unique_sentences(task_pairs)
     index = {s: i for i, s in enumerate(sentences)}
     total = sum(2 * len(p) for p in task_pairs.values())
     emb = np.asarray(encoder.encode(sentences, batch_size=batch_size, normalize=False, progress=progress))
     t_enc = time.perf_counter() - t0
-    lengths = sentence_lengths(sentences, length_unit, getattr(encoder, "tokenizer", None)) if bucket_list else None
-
-    tasks_out: Dict[str, dict] = {}
+    lengths = sentence_lengths(sentences, length_unit, getattr(encoder, "tokenizer", None)) if length_unit else None
+    out: Dict[str, TaskScores] = {}
     for name, pairs in task_pairs.items():
         ia = np.fromiter((index[p.a] for p in pairs), dtype=np.int64, count=len(pairs))
         ib = np.fromiter((index[p.b] for p in pairs), dtype=np.int64, count=len(pairs))
         gold = np.fromiter((p.score for p in pairs), dtype=np.float64, count=len(pairs))
-        cos = _cosine_rows(emb, ia, ib)
-        subsets_order: Dict[str, None] = {}
-        for p in pairs:
-            subsets_order.setdefault(p.subset)
-        entry: dict = {"pairs": len(pairs), "spearman": None}
+        ts = TaskScores(cos=_cosine_rows(emb, ia, ib), gold=gold)
+        if name in sts.STS_SUBSETS:
+            order: Dict[str, int] = {}
+            ts.subset_ids = np.fromiter((order.setdefault(p.subset, len(order)) for p in pairs), dtype=np.int64, count=len(pairs))
+            ts.subsets = tuple(order)
+        if lengths is not None:
+            ts.diff = np.abs(lengths[ia] - lengths[ib])
+        out[name] = ts
+    return out, {"total": total, "distinct": len(sentences), "encode_s": t_enc}
+
+
+def summarise(scores: Mapping[str, TaskScores], split: str = "test", aggregate: str = "all",
+              bucket_list: Optional[Sequence[Bucket]] = None) -> Dict[str, dict]:
+    """Point estimates per task (the ``tasks`` part of the JSON schema) from scored tasks."""
+    tasks_out: Dict[str, dict] = {}
+    for name, ts in scores.items():
+        cos, gold = ts.cos, ts.gold
+        entry: dict = {"pairs": len(gold), "spearman": None}
         rho_all = spearman100(cos, gold)
         if name in sts.STS_SUBSETS:
-            subset_arr = np.array([p.subset for p in pairs], dtype=object)
             subs = {}
-            for sub in subsets_order:
-                m = subset_arr == sub
+            for k, sub in enumerate(ts.subsets):
+                m = ts.subset_ids == k
                 subs[sub] = {"pairs": int(m.sum()), "spearman": _r(spearman100(cos[m], gold[m]))}
             vals = [(v["spearman"], v["pairs"]) for v in subs.values() if v["spearman"] is not None]
             mean = sum(v for v, _ in vals) / len(vals) if vals else None
@@ -342,12 +363,51 @@ def evaluate_loaded(
             entry["subsets"] = {}
         entry["split"] = split if name in ("STSBenchmark", "SICKRelatedness") else ("test" if name in sts.STS_SUBSETS else "file")
         if entry["spearman"] is None:
-            entry["note"] = _undefined_note(len(pairs), gold, cos)
+            entry["note"] = _undefined_note(len(gold), gold, cos)
         if bucket_list:
-            diff = np.abs(lengths[ia] - lengths[ib])
-            entry["buckets"] = bucket_results(cos, gold, diff, bucket_list)
+            entry["buckets"] = bucket_results(cos, gold, ts.diff, bucket_list)
         tasks_out[name] = entry
+    return tasks_out
 
+
+def _bucket_list(buckets: Optional[Union[str, Sequence[Bucket]]]) -> Optional[List[Bucket]]:
+    if buckets is None:
+        return None
+    if isinstance(buckets, str):
+        return parse_buckets(buckets)
+    return list(buckets) or None
+
+
+def evaluate_loaded(
+    encoder,
+    task_pairs: Mapping[str, Sequence[Pair]],
+    split: str = "test",
+    aggregate: str = "all",
+    buckets: Optional[Union[str, Sequence[Bucket]]] = None,
+    length_unit: str = "words",
+    batch_size: int = 64,
+    progress: Optional[Progress] = None,
+    bootstrap: Optional[int] = None,
+    level: Optional[float] = None,
+    seed: Optional[int] = None,
+) -> dict:
+    """Score already loaded tasks with one encoder; returns the JSON-schema dict.
+
+    ``bootstrap``: resample each task's scored pairs this many times and add percentile intervals
+    (``ci``) at ``level`` (default 0.95), seeded by ``seed`` (see :mod:`esimcse_cli.core.stats`).
+    """
+    if aggregate not in AGGREGATES:
+        raise ConfigError(f"--aggregate {aggregate!r}: choose from {', '.join(AGGREGATES)}")
+    if length_unit not in LENGTH_UNITS:
+        raise ConfigError(f"--length-unit {length_unit!r}: choose from {', '.join(LENGTH_UNITS)}")
+    bucket_list = _bucket_list(buckets)
+    if bootstrap is not None:
+        from esimcse_cli.core import stats
+
+        stats.check_options(bootstrap, level)
+    t0 = time.perf_counter()
+    scores, info = score_tasks(encoder, task_pairs, length_unit if bucket_list else None, batch_size, progress)
+    tasks_out = summarise(scores, split, aggregate, bucket_list)
     scored = [e["spearman"] for e in tasks_out.values() if e["spearman"] is not None]
     result = {
         "schema": SCHEMA_VERSION,
@@ -358,12 +418,17 @@ def evaluate_loaded(
         "aggregate": aggregate,
         "tasks": tasks_out,
         "avg": _r(sum(scored) / len(scored)) if scored else None,
-        "sentences": {"total": total, "distinct": len(sentences)},
-        "seconds": {"encode": round(t_enc, 3), "total": round(time.perf_counter() - t0, 3)},
+        "sentences": {"total": info["total"], "distinct": info["distinct"]},
+        "seconds": {"encode": round(info["encode_s"], 3), "total": 0.0},
     }
     if bucket_list:
         result["length_unit"] = length_unit
         result["buckets"] = [b.as_dict() for b in bucket_list]
+    if bootstrap is not None:
+        t_b = time.perf_counter()
+        stats.add_intervals(result, scores, aggregate, bucket_list, bootstrap, level, seed)
+        result["seconds"]["bootstrap"] = round(time.perf_counter() - t_b, 3)
+    result["seconds"]["total"] = round(time.perf_counter() - t0, 3)
     return result
 
 
@@ -379,6 +444,9 @@ def evaluate_sts(
     progress: Optional[Progress] = None,
     pairs_files: Sequence[Union[str, os.PathLike]] = (),
     pairs_columns: Tuple = (None, None, None),
+    bootstrap: Optional[int] = None,
+    level: Optional[float] = None,
+    seed: Optional[int] = None,
 ) -> dict:
     """Load the tasks and score them with ``encoder``. See :func:`evaluate_loaded` for the result.
 
@@ -388,28 +456,42 @@ def evaluate_sts(
     if split not in sts.SPLITS:
         raise ConfigError(f"--split {split!r}: choose from {', '.join(sts.SPLITS)}")
     task_pairs = load_tasks(data_dir, tasks, split, pairs_files, pairs_columns)
-    return evaluate_loaded(encoder, task_pairs, split, aggregate, buckets, length_unit, batch_size, progress)
+    return evaluate_loaded(encoder, task_pairs, split, aggregate, buckets, length_unit, batch_size, progress,
+                           bootstrap, level, seed)
 
 
 # ------------------------------------------------------------------------------------------------
 # Output
 # ------------------------------------------------------------------------------------------------
 CSV_COLUMNS = ("model", "task", "subset", "bucket", "pairs", "spearman")
+CI_COLUMNS = ("ci_lo", "ci_hi")  # appended with --bootstrap
+
+
+def _ci_cells(ci) -> dict:
+    return {"ci_lo": ci[0], "ci_hi": ci[1]} if ci else {}
 
 
 def result_rows(result: dict) -> List[dict]:
-    """Long-format rows for CSV: task totals, subsets, buckets, then the average."""
+    """Long-format rows for CSV: task totals, subsets, buckets, then the average (with ``ci_lo``/``ci_hi`` after a bootstrap)."""
     model = result.get("model", "")
     rows = []
     for task, e in result["tasks"].items():
-        rows.append({"model": model, "task": task, "subset": "", "bucket": "", "pairs": e["pairs"], "spearman": e["spearman"]})
+        rows.append({"model": model, "task": task, "subset": "", "bucket": "", "pairs": e["pairs"], "spearman": e["spearman"],
+                     **_ci_cells(e.get("ci"))})
         for sub, v in e.get("subsets", {}).items():
             rows.append({"model": model, "task": task, "subset": sub, "bucket": "", "pairs": v["pairs"], "spearman": v["spearman"]})
         for b in e.get("buckets", []) or []:
-            rows.append({"model": model, "task": task, "subset": "", "bucket": b["name"], "pairs": b["pairs"], "spearman": b["spearman"]})
+            rows.append({"model": model, "task": task, "subset": "", "bucket": b["name"], "pairs": b["pairs"], "spearman": b["spearman"],
+                         **_ci_cells(b.get("ci"))})
     total = sum(e["pairs"] for e in result["tasks"].values())
-    rows.append({"model": model, "task": "avg", "subset": "", "bucket": "", "pairs": total, "spearman": result.get("avg")})
+    rows.append({"model": model, "task": "avg", "subset": "", "bucket": "", "pairs": total, "spearman": result.get("avg"),
+                 **_ci_cells(result.get("avg_ci"))})
     return rows
+
+
+def result_columns(result: dict) -> Tuple[str, ...]:
+    """The CSV columns of ``result``: :data:`CSV_COLUMNS`, plus :data:`CI_COLUMNS` after a bootstrap."""
+    return CSV_COLUMNS + (CI_COLUMNS if "bootstrap" in result else ())
 
 
 def write_csv(path: Union[str, os.PathLike], rows: Sequence[dict], columns: Sequence[str] = CSV_COLUMNS) -> None:
