@@ -21,7 +21,7 @@ from esimcse_cli.core.errors import EsimcseError
 
 app = typer.Typer(
     name="esimcse",
-    help="ESimCSE sentence embeddings: augment, train, encode, eval-sts, length-analysis.",
+    help="ESimCSE sentence embeddings: augment, train, encode, eval-sts, compare, length-analysis.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -354,6 +354,149 @@ def eval_sts(
     if csv_path:
         evaluate.write_csv(csv_path, evaluate.result_rows(result), evaluate.result_columns(result))
         ui.info(f"wrote {csv_path}")
+
+
+def _entry_items(models: List[str], groups: List[str]) -> List[tuple]:
+    """``--model`` and ``--group`` values in command-line order (the first is the baseline).
+
+    Click keeps each option's values in order but not how two options interleave; the order is read back
+    from the arguments (models first, then groups, where it cannot be).
+    """
+    kinds = []
+    for tok in sys.argv[1:]:
+        if tok == "--":
+            break
+        if tok in ("--model", "-m") or tok.startswith("--model="):
+            kinds.append("model")
+        elif tok == "--group" or tok.startswith("--group="):
+            kinds.append("group")
+    if kinds.count("model") != len(models) or kinds.count("group") != len(groups):
+        kinds = ["model"] * len(models) + ["group"] * len(groups)
+    values = {"model": iter(models), "group": iter(groups)}
+    return [(k, next(values[k])) for k in kinds]
+
+
+def _fmt_p(p, n: int) -> str:
+    if p is None:
+        return "—"
+    return f"p<{2 / n:.2g}" if p == 0 else f"p={p:.3f}"
+
+
+def _diff_cell(cell: dict, n: int):
+    """``-8.52 [-9.6, -7.4] p<0.002 *``, coloured when significant."""
+    from rich.text import Text
+
+    if cell.get("diff") is None:
+        return Text("—")
+    ci = cell.get("diff_ci")
+    text = f"{cell['diff']:+.2f}" + (f" [{ci[0]:+.1f}, {ci[1]:+.1f}]" if ci else "") + f" {_fmt_p(cell.get('p'), n)}"
+    if cell.get("significant"):
+        return Text(text + " *", style="bold green" if cell["diff"] > 0 else "bold red")
+    return Text(text)
+
+
+def _compare_tables(report: dict) -> list:
+    bs = report["bootstrap"]
+    labels = [m["label"] for m in report["models"]]
+    heads = {m["label"]: f"{m['label']} ({len(m['members'])} seeds)" if m["kind"] == "group" else m["label"] for m in report["models"]}
+    base = report["baseline"]
+    legend = (f"Δ = model − {base}, with its {bs['level']:.0%} paired-bootstrap interval and p-value ({bs['n']} replicates, seed "
+              f"{bs['seed']}); * (green: higher, red: lower): p < {1 - bs['level']:.2g}, a difference larger than the resampling noise.")
+    table = ui.new_table(f"compare: Spearman x100 ({report['split']} split, {report['aggregate']} for STS12-16)", "task", "pairs",
+                         *[heads[x] for x in labels], *[f"Δ {x}" for x in labels[1:]])
+    for col in table.columns[1:]:
+        col.justify = "right"
+    table.caption = legend
+    rows = [(t, str(e["pairs"]), e["models"]) for t, e in report["tasks"].items()]
+    total = sum(e["pairs"] for e in report["tasks"].values())
+    for i, (task, pairs, cells) in enumerate(rows + [("avg", str(total), report["avg"]["models"])]):
+        if i == len(rows):
+            table.add_section()
+        table.add_row(task, pairs, *[_fmt_ci(cells[x]["spearman"], cells[x]["ci"]) for x in labels],
+                      *[_diff_cell(cells[x], bs["n"]) for x in labels[1:]], style="bold" if task == "avg" else None)
+    tables = [table]
+    if report.get("buckets"):
+        bt = ui.new_table(f"compare by length difference |len(a) - len(b)| in {report['length_unit']}", "task", "bucket",
+                          *[heads[x] for x in labels], *[f"Δ {x}" for x in labels[1:]])
+        for col in bt.columns[2:]:
+            col.justify = "right"
+        bt.caption = legend
+        for task, e in report["tasks"].items():
+            for b in e["buckets"]:
+                c = b["models"]
+                bt.add_row(task, b["name"], *[f"{_fmt_ci(c[x]['spearman'], c[x]['ci'])} ({c[x]['pairs']})" for x in labels],
+                           *[_diff_cell(c[x], bs["n"]) for x in labels[1:]])
+            bt.add_section()
+        tables.append(bt)
+    return tables
+
+
+@app.command("compare")
+def compare_cmd(
+    data: Optional[str] = typer.Argument(None, metavar="DATA_DIR", help="Same as --data-dir."),
+    models: Optional[List[str]] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " Repeat; the first model (or group) is the baseline."),
+    groups: Optional[List[str]] = typer.Option(None, "--group", help="NAME=PATH,PATH,...: several seeds of one method in place of a --model; scored as their mean, its interval includes the seed spread."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", "-d", envvar="ESIMCSE_DATA_DIR", help=DATA_DIR_HELP),
+    tasks: Optional[str] = typer.Option(None, "--tasks", "-t", help=TASKS_HELP),
+    split: str = typer.Option("test", "--split", help="Split for STSBenchmark and SICKRelatedness: test | dev | train."),
+    aggregate: str = typer.Option("all", "--aggregate", help="STS12-16 score: all | mean | wmean (as eval-sts)."),
+    pairs: Optional[List[str]] = typer.Option(None, "--pairs", help="Your own scored pairs (as eval-sts). Repeatable."),
+    pairs_columns: Optional[str] = typer.Option(None, "--pairs-columns", help="Columns of --pairs files: sentence1,sentence2,score."),
+    bucket_by_length: bool = typer.Option(False, "--bucket-by-length", help="Also compare within length-difference buckets."),
+    buckets: Optional[str] = typer.Option(None, "--buckets", help=BUCKETS_HELP + " Implies --bucket-by-length."),
+    length_unit: str = typer.Option("words", "--length-unit", help="words | tokens (each model's own sub-words)."),
+    bootstrap: Optional[int] = typer.Option(None, "--bootstrap", metavar="N", help="Paired bootstrap replicates (default 1000; at least 100)."),
+    ci: Optional[float] = typer.Option(None, "--ci", help=CI_HELP + " Also the test's level: significant means p < 1 - level."),
+    seed: Optional[int] = typer.Option(None, "--seed", help=SEED_HELP),
+    pooling: Optional[str] = typer.Option(None, "--pooling", help=POOLING_HELP + " Applies to every model."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Max tokens per sentence (default: each model's own limit)."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", help="Sentences per forward pass."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    json_path: Optional[str] = typer.Option(None, "--json", help="Write the full report as JSON (schema in the README)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow custom model code from the model folders/hub."),
+) -> None:
+    """Is the difference real? Score models on the same pairs; each difference from the first gets a paired bootstrap test.
+
+    Example: esimcse compare ../shared/data -m runs/simcse -m runs/esimcse --tasks stsb,sick --json cmp.json
+    """
+    from esimcse_cli.core import compare, evaluate, stats
+    from esimcse_cli.core.atomic import check_output_path
+    from esimcse_cli.core.errors import ConfigError
+
+    if split not in ("test", "dev", "train"):
+        raise ConfigError(f"--split {split!r}: choose from test, dev, train")
+    if aggregate not in evaluate.AGGREGATES:
+        raise ConfigError(f"--aggregate {aggregate!r}: choose from {', '.join(evaluate.AGGREGATES)}")
+    if length_unit not in evaluate.LENGTH_UNITS:
+        raise ConfigError(f"--length-unit {length_unit!r}: choose from {', '.join(evaluate.LENGTH_UNITS)}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: must be at least 1")
+    n = stats.DEFAULT_REPLICATES if bootstrap is None else bootstrap
+    level = stats.DEFAULT_LEVEL if ci is None else ci
+    stats.check_options(n, level)
+    bucket_spec = (buckets or evaluate.DEFAULT_BUCKETS) if (bucket_by_length or buckets) else None
+    if bucket_spec:
+        evaluate.parse_buckets(bucket_spec)
+    if json_path:
+        check_output_path(json_path)
+    items = _entry_items(list(models or []), list(groups or []))
+    model_specs = [v for k, v in items if k == "model"]
+    short = iter(_short_labels(model_specs)) if model_specs else iter(())
+    entries = compare.build_entries(items, [next(short) if k == "model" else "" for k, _ in items])
+    compare.check_models(entries)
+    task_pairs = evaluate.load_tasks(_data_dir(data, data_dir), tasks, split, pairs or (), _split_columns(pairs_columns))
+    report = compare.compare_models(
+        entries, task_pairs, split=split, aggregate=aggregate, buckets=bucket_spec, length_unit=length_unit, n=n, level=level,
+        seed=stats.DEFAULT_SEED if seed is None else seed, pooling=pooling, max_length=max_length, device=device,
+        batch_size=batch_size, trust_remote_code=trust_remote_code,
+        progress=lambda label, total: ui.progress_bar(total, f"encoding {label}", unit="sent"),
+    )
+    if json_path:  # the file first: a stdout that fails must not lose it
+        evaluate.write_json(json_path, report)
+    for table in _compare_tables(report):
+        ui.print_table(table)
+    if json_path:
+        ui.info(f"wrote {json_path}")
 
 
 @app.command("length-analysis")

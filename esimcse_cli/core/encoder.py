@@ -49,16 +49,22 @@ class SentenceEncoder:
         """Token ids with special tokens, truncated to ``max_length``, unpadded."""
         if not texts:
             return []
-        enc = self.tokenizer(
-            list(texts),
-            add_special_tokens=True,
-            truncation=True,
-            max_length=self.max_length,
-            padding=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        return enc["input_ids"]
+        try:
+            enc = self.tokenizer(
+                list(texts),
+                add_special_tokens=True,
+                truncation=True,
+                max_length=self.max_length,
+                padding=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )
+            return enc["input_ids"]
+        except Exception as exc:  # a tokenizer that cannot take these texts: the model's problem, told in one line
+            from esimcse_cli.core.errors import ModelLoadError
+
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ModelLoadError(f"{self.name or 'model'}: the tokenizer failed: {type(exc).__name__}{': ' + first if first else ''}") from exc
 
     def pad(self, batch_ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Right-pad to the longest sequence; the mask is ``None`` when nothing needed padding."""

