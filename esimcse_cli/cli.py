@@ -516,7 +516,9 @@ def length_analysis_cmd(
     probe_corpus: Optional[str] = typer.Option(None, "--probe-corpus", help="Sample probe sentences from this text file (one per line) instead of the STS sentences."),
     dup_rate: float = typer.Option(0.32, "--dup-rate", help="Repetition rate of the probe's word-repeated copies."),
     variant: str = typer.Option("paper", "--variant", help="Repeat-count formula of the probe: paper | official."),
-    seed: int = typer.Option(42, "--seed", help="Seed for the probe's sample and repetitions."),
+    seed: int = typer.Option(42, "--seed", help="Seed for the probe's sample and repetitions, and for the bootstrap."),
+    bootstrap: Optional[int] = typer.Option(None, "--bootstrap", metavar="N", help="Bootstrap replicates of the intervals and the paired gap differences (default 1000; at least 100)."),
+    ci: Optional[float] = typer.Option(None, "--ci", help=CI_HELP),
     plot: Optional[str] = typer.Option(None, "--plot", help="Write a grouped bar chart (png/pdf/svg); needs matplotlib (the 'plot' extra)."),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the full report as JSON."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow custom model code from the model folder/hub."),
@@ -542,6 +544,11 @@ def length_analysis_cmd(
         raise ConfigError(f"--variant {variant!r}: choose from paper, official")
     if not 0.0 <= dup_rate <= 1.0:
         raise ConfigError(f"--dup-rate {dup_rate}: must be in [0, 1]")
+    from esimcse_cli.core import stats
+
+    n_boot = stats.DEFAULT_REPLICATES if bootstrap is None else bootstrap
+    level = stats.DEFAULT_LEVEL if ci is None else ci
+    stats.check_options(n_boot, level)
     bucket_spec = buckets or evaluate.DEFAULT_BUCKETS
     evaluate.parse_buckets(bucket_spec)
     for out_path in (json_path, plot):
@@ -561,15 +568,19 @@ def length_analysis_cmd(
     task_pairs = evaluate.load_tasks(_data_dir(data, data_dir), tasks, split)
     probe_texts, probe_meta = length.choose_probe_texts(task_pairs, probe_sentences, probe_corpus, seed)
     specs = list(models or ["default"])
-    results = []
+    results, scores = [], []
     for spec in specs:
         enc = load_encoder(spec, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
         with ui.progress_bar(length.probe_work(task_pairs, probe_texts), f"{spec}", unit="sent") as advance:
-            results.append(length.analyze_model(enc, task_pairs, probe_texts, split, bucket_spec, length_unit, batch_size,
-                                                dup_rate, variant, seed, label=spec, progress=advance))
+            entry, scored = length.score_model(enc, task_pairs, probe_texts, split, bucket_spec, length_unit, batch_size,
+                                               dup_rate, variant, seed, label=spec, progress=advance)
+        results.append(entry)
+        scores.append(scored)
     if probe_meta is not None:
         probe_meta.update({"dup_rate": dup_rate, "variant": variant, "level": "subword"})
-    report = length.build_report(results, split, bucket_spec, length_unit, probe_meta)
+    report = length.add_intervals(length.build_report(results, split, bucket_spec, length_unit, probe_meta), scores, n_boot, level, seed)
+
+    from rich.text import Text
 
     names = [b["name"] for b in report["buckets"]]
     labels = dict(zip(specs, _short_labels(specs)))
@@ -580,11 +591,26 @@ def length_analysis_cmd(
     table.add_column("gap", justify="right")
     for m in results:
         for task, e in m["tasks"].items():
-            table.add_row(labels[m["model"]], task, str(e["pairs"]), _fmt_score(e["spearman"]),
-                          *[_bucket_cell(b) for b in e["buckets"]], _fmt_score(m["gap"][task]))
-        table.add_row(labels[m["model"]], "avg", "", _fmt_score(m["avg"]), *([""] * len(names)), _fmt_score(m["avg_gap"]), style="bold")
+            table.add_row(labels[m["model"]], task, str(e["pairs"]), _fmt_ci(e["spearman"], e.get("ci")),
+                          *[_bucket_cell(b) for b in e["buckets"]], _fmt_ci(m["gap"][task], (m.get("gap_ci") or {}).get(task)))
+        table.add_row(labels[m["model"]], "avg", "", _fmt_ci(m["avg"], m.get("avg_ci")), *([""] * len(names)),
+                      _fmt_ci(m["avg_gap"], m.get("avg_gap_ci")), style="bold")
         table.add_section()
+    bs = report["bootstrap"]
+    table.caption = Text(f"[lo, hi]: {bs['level']:.0%} bootstrap interval ({bs['n']} replicates, seed {bs['seed']}); (n): pairs in the bucket.")
     ui.print_table(table)
+    if len(results) > 1:
+        first = labels[results[0]["model"]]
+        task_names = list(results[0]["tasks"])
+        gtable = ui.new_table(f"Gap difference from {first}: gap(model) − gap({first}), paired bootstrap", "model", *task_names, "avg")
+        for col in gtable.columns[1:]:
+            col.justify = "right"
+        for m in results[1:]:
+            gtable.add_row(labels[m["model"]], *[_diff_cell(m["gap_diff"][t], bs["n"]) for t in task_names],
+                           _diff_cell(m["avg_gap_diff"], bs["n"]))
+        gtable.caption = Text(f"[lo, hi]: {bs['level']:.0%} interval of the difference, measured on the same resamples; * (green: higher, "
+                              f"red: lower): p < {1 - bs['level']:.2g}, a difference larger than the resampling noise.")
+        ui.print_table(gtable)
     if probe_meta is not None:
         src = "STS sentences" if probe_meta["source"] == "sts" else probe_meta["source"]
         ptable = ui.new_table(
@@ -596,6 +622,10 @@ def length_analysis_cmd(
             mc = "—" if p["mean_cosine"] is None else f"{p['mean_cosine']:.4f}"
             mi = "—" if p["mean_inserted"] is None else f"{p['mean_inserted']:.2f}"
             ptable.add_row(labels[m["model"]], mi, mc, slope)
+        sparse = sum(1 for m in results for p in m["probe"].get("per_count", []) if p.get("sparse"))
+        if sparse:
+            ptable.caption = (f"{sparse} per-count mean(s) rest on fewer than {length.MIN_PROBE_POINT} sentences: "
+                              "\"sparse\" in the JSON, hollow and unconnected in the plot.")
         ui.print_table(ptable)
     if json_path:
         evaluate.write_json(json_path, report)

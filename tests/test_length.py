@@ -83,7 +83,8 @@ def test_probe_cosine_one_when_nothing_inserted(tiny_encoder):
     assert probe["mean_inserted"] == 0
     assert probe["mean_cosine"] == pytest.approx(1.0, abs=1e-5)
     assert probe["slope"] is None and "slope undefined" in probe["note"]
-    assert probe["per_count"] == [{"inserted": 0, "pairs": len(SENTS), "mean_cosine": pytest.approx(1.0, abs=1e-5)}]
+    # 6 sentences: fewer than MIN_PROBE_POINT behind the point, so it is marked sparse
+    assert probe["per_count"] == [{"inserted": 0, "pairs": len(SENTS), "mean_cosine": pytest.approx(1.0, abs=1e-5), "sparse": True}]
 
 
 def test_probe_slope_and_per_count_are_consistent(tiny_encoder):
@@ -195,3 +196,112 @@ def test_cli_length_analysis(monkeypatch, capsys, tmp_path, tiny_model_dir, seco
 
 def test_evaluate_buckets_default_used_by_length():
     assert [b.name for b in evaluate.parse_buckets(evaluate.DEFAULT_BUCKETS)] == ["<=3", ">3"]
+
+
+# ---- intervals, the paired gap difference, sparse probe points ---------------------------------
+def _scored(seed: int, n: int = 300, noise: float = 1.0, long_noise: float = 2.0):
+    """One task whose long-difference pairs (diff > 3) are noisier: a known gap."""
+    from esimcse_cli.core.evaluate import TaskScores
+
+    rng = np.random.default_rng(seed)
+    gold = rng.uniform(0, 5, n)
+    diff = rng.integers(0, 8, n)
+    cos = gold + rng.normal(0, 1, n) * np.where(diff > 3, long_noise, noise)
+    return {"T": TaskScores(cos=cos, gold=gold, diff=diff)}
+
+
+def _report(scored_list, labels):
+    buckets = evaluate.parse_buckets("0-3,4-")
+    models = []
+    for label, sc in zip(labels, scored_list):
+        tasks = evaluate.summarise(sc, bucket_list=buckets)
+        gaps = length.bucket_gaps({"tasks": tasks})
+        models.append({"model": label, "tasks": tasks, "avg": tasks["T"]["spearman"], "gap": gaps, "avg_gap": gaps["T"]})
+    return length.build_report(models, "test", "0-3,4-", "words", None)
+
+
+def test_add_intervals_gap_ci_and_paired_gap_difference():
+    a, b = _scored(0, long_noise=2.5), _scored(0, long_noise=1.0)  # same pairs, b has no length bias
+    rep = length.add_intervals(_report([a, b, a], ["a", "b", "a2"]), [a, b, a], n=400, seed=1)
+    assert rep["bootstrap"]["n"] == 400
+    for m in rep["models"]:
+        e = m["tasks"]["T"]
+        assert e["ci"][0] <= e["spearman"] <= e["ci"][1]
+        for bk in e["buckets"]:
+            assert bk["ci"][0] <= bk["spearman"] <= bk["ci"][1]
+        lo, hi = m["gap_ci"]["T"]
+        assert lo <= m["gap"]["T"] <= hi and m["avg_gap_ci"] == m["gap_ci"]["T"]
+    assert "gap_diff" not in rep["models"][0]
+    d = rep["models"][1]["gap_diff"]["T"]
+    assert d["diff"] == pytest.approx(rep["models"][1]["gap"]["T"] - rep["models"][0]["gap"]["T"], abs=2e-4)
+    assert d["diff"] < 0 and d["diff_ci"][1] < 0 and d["significant"]  # the known effect: a smaller gap
+    same = rep["models"][2]["gap_diff"]["T"]
+    assert same["diff"] == 0.0 and same["diff_ci"] == [0.0, 0.0] and same["p"] == 1.0
+    assert rep["models"][2]["avg_gap_diff"]["p"] == 1.0
+
+
+def test_probe_marks_points_with_fewer_than_ten_sentences(tiny_encoder):
+    # many short sentences (dense counts) and one long one: "at 8 inserted tokens, one sentence makes the curve jump"
+    sents = SENTS * 30 + [" ".join(["the old horse eats food slowly in the park"] * 8)]
+    probe = length.repetition_probe(tiny_encoder, sents, dup_rate=0.5, seed=3)
+    assert sum(p["pairs"] for p in probe["per_count"]) == probe["sentences"]
+    for p in probe["per_count"]:
+        assert p.get("sparse", False) == (p["pairs"] < length.MIN_PROBE_POINT)
+    assert any(p.get("sparse") for p in probe["per_count"]) and any(not p.get("sparse") for p in probe["per_count"])
+
+
+def test_plot_draws_error_bars_pair_counts_and_hollow_sparse_points(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.axes
+
+    calls = {"errorbar": [], "annotate": [], "plot": []}
+    for name in calls:
+        real = getattr(matplotlib.axes.Axes, name)
+
+        def spy(self, *a, _real=real, _name=name, **k):
+            calls[_name].append((a, k))
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(matplotlib.axes.Axes, name, spy)
+    rep = _report_for_plot()
+    rep["bootstrap"] = {"level": 0.95}
+    for m in rep["models"]:
+        for t in m["tasks"].values():
+            for b in t["buckets"]:
+                b["ci"] = None if b["spearman"] is None else [b["spearman"] - 2, b["spearman"] + 1]
+        m["probe"]["per_count"][1]["sparse"] = True
+    length.plot_report(rep, tmp_path / "p.png")
+    # one error-bar call per model and task, only over the scored buckets: 2 x (1 in T1 + 2 in T2)
+    assert sum(len(a[0]) for a, _ in calls["errorbar"]) == 6
+    assert all(k["yerr"][0] == [2.0] * len(k["yerr"][0]) and k["yerr"][1] == [1.0] * len(k["yerr"][1]) for _, k in calls["errorbar"])
+    assert [a[0] for a, _ in calls["annotate"]].count("50") == 8  # every bar's pair count
+    hollow = [k for _, k in calls["plot"] if k.get("markerfacecolor") == "none"]
+    assert len(hollow) == 2 and all(k["linestyle"] == "none" for k in hollow)
+
+
+def test_cli_length_analysis_intervals_and_gap_difference(monkeypatch, capsys, tmp_path, tiny_model_dir, second_model_dir):
+    from test_evaluate import run_cli
+
+    from rich.console import Console
+
+    from esimcse_cli import console as ui
+
+    monkeypatch.setattr(ui, "out", Console(width=250))
+    make_senteval(tmp_path / "data", n_per_subset=16)
+    js = tmp_path / "la.json"
+    code, out, err = run_cli(monkeypatch, capsys, "length-analysis", "-m", tiny_model_dir, "-m", second_model_dir,
+                             "--data-dir", tmp_path / "data", "--tasks", "stsb,sick", "--buckets", "0-1,2-",
+                             "--probe-sentences", "10", "--device", "cpu", "--bootstrap", "200", "--json", js)
+    assert code == 0, err
+    rep = json.loads(js.read_text())
+    assert rep["bootstrap"]["n"] == 200 and rep["bootstrap"]["seed"] == 42
+    first, second = rep["models"]
+    assert set(first["gap_ci"]) == {"STSBenchmark", "SICKRelatedness"} and "gap_diff" not in first
+    assert set(second["gap_diff"]) == {"STSBenchmark", "SICKRelatedness"} and "p" in second["avg_gap_diff"]
+    for m in rep["models"]:
+        for t, e in m["tasks"].items():
+            if m["gap"][t] is not None:
+                assert m["gap_ci"][t][0] <= m["gap"][t] <= m["gap_ci"][t][1]
+    assert "Gap difference from" in out and "[lo, hi]: 95% bootstrap interval" in out
+    code, out, err = run_cli(monkeypatch, capsys, "length-analysis", "--data-dir", tmp_path / "data", "--bootstrap", "10")
+    assert code == 2 and "--bootstrap 10: use at least 100" in err and "Traceback" not in err

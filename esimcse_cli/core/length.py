@@ -13,23 +13,32 @@ For each model:
    "same meaning" pair apart.
 
 The original side of each probe pair is the detokenised original tokens, so that the two texts differ
-only by the repeated tokens (and not, say, by lower-casing). The plot needs matplotlib (the ``plot`` extra).
+only by the repeated tokens (and not, say, by lower-casing). A per-count mean of fewer than
+:data:`MIN_PROBE_POINT` sentences is marked ``"sparse"`` (hollow and unconnected in the plot): one long
+sentence alone would otherwise make the curve jump.
+
+Every score, bucket and gap gets a paired bootstrap interval (``stats``, over the cached cosines: one
+resample of each task's pairs per replicate, shared by all models), and each model after the first gets
+its gap's difference from the first model's, with that difference's interval and p-value.
+The plot needs matplotlib (the ``plot`` extra).
 """
 
 from __future__ import annotations
 
 import os
 import random
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from esimcse_cli.core import evaluate
+from esimcse_cli.core import evaluate, stats
 from esimcse_cli.core.errors import ConfigError, InputError
+from esimcse_cli.core.evaluate import TaskScores
 from esimcse_cli.core.sts import Pair
 
 DEFAULT_PROBE_SENTENCES = 1000
 DEFAULT_SEED = 42
+MIN_PROBE_POINT = 10  # a per-count mean of fewer probe sentences is "sparse": marked, not joined into the curve
 
 
 # ------------------------------------------------------------------------------------------------
@@ -110,7 +119,10 @@ def repetition_probe(
     per_count = []
     for k in np.unique(inserted):
         m = inserted == k
-        per_count.append({"inserted": int(k), "pairs": int(m.sum()), "mean_cosine": round(float(cos[m].mean()), 6)})
+        point = {"inserted": int(k), "pairs": int(m.sum()), "mean_cosine": round(float(cos[m].mean()), 6)}
+        if point["pairs"] < MIN_PROBE_POINT:
+            point["sparse"] = True
+        per_count.append(point)
     out.update({
         "mean_cosine": round(float(cos.mean()), 6),
         "mean_inserted": round(float(inserted.mean()), 4),
@@ -138,7 +150,7 @@ def bucket_gaps(result: dict) -> Dict[str, Optional[float]]:
     return gaps
 
 
-def analyze_model(
+def score_model(
     encoder,
     task_pairs: Dict[str, Sequence[Pair]],
     probe_texts: Sequence[str] = (),
@@ -151,27 +163,71 @@ def analyze_model(
     seed: int = DEFAULT_SEED,
     label: Optional[str] = None,
     progress: Optional[Callable[[int], None]] = None,
-) -> dict:
-    """Bucketed STS results, bucket gaps and the repetition probe for one model."""
-    spec = buckets if buckets else evaluate.DEFAULT_BUCKETS
-    res = evaluate.evaluate_loaded(encoder, task_pairs, split=split, buckets=spec, length_unit=length_unit,
-                                   batch_size=batch_size, progress=progress)
+) -> Tuple[dict, Dict[str, TaskScores]]:
+    """Bucketed STS results, bucket gaps and the repetition probe for one model, and the scored tasks
+    (the cached cosines :func:`add_intervals` resamples)."""
+    bucket_list = evaluate.parse_buckets(buckets if buckets else evaluate.DEFAULT_BUCKETS)
+    scores, info = evaluate.score_tasks(encoder, task_pairs, length_unit, batch_size, progress)
+    res = {"tasks": evaluate.summarise(scores, split, "all", bucket_list)}
+    scored = [e["spearman"] for e in res["tasks"].values() if e["spearman"] is not None]
     gaps = bucket_gaps(res)
     known = [g for g in gaps.values() if g is not None]
+    name = getattr(encoder, "name", "") or ""
     entry = {
-        "model": label if label is not None else res["model"],
-        "name": res["model"],
-        "pooling": res["pooling"],
-        "max_length": res["max_length"],
+        "model": label if label is not None else name,
+        "name": name,
+        "pooling": getattr(encoder, "pooling", None),
+        "max_length": getattr(encoder, "max_length", None),
         "tasks": res["tasks"],
-        "avg": res["avg"],
+        "avg": round(sum(scored) / len(scored), 4) if scored else None,
         "gap": gaps,
         "avg_gap": round(sum(known) / len(known), 4) if known else None,
-        "sentences": res["sentences"],
+        "sentences": {"total": info["total"], "distinct": info["distinct"]},
     }
     if probe_texts:
         entry["probe"] = repetition_probe(encoder, probe_texts, dup_rate, variant, seed, batch_size, progress=progress)
-    return entry
+    return entry, scores
+
+
+def analyze_model(*args, **kwargs) -> dict:
+    """:func:`score_model` without the scored tasks (same arguments)."""
+    return score_model(*args, **kwargs)[0]
+
+
+def add_intervals(report: dict, scores: Sequence[Dict[str, TaskScores]], n: int = stats.DEFAULT_REPLICATES,
+                  level: float = stats.DEFAULT_LEVEL, seed: int = DEFAULT_SEED) -> dict:
+    """Paired bootstrap intervals for every model of ``report`` (``scores`` in the same order).
+
+    Adds ``ci`` to each task and bucket, ``avg_ci``, ``gap_ci`` (per task) and ``avg_gap_ci``; for each model
+    after the first, ``gap_diff`` (per task) and ``avg_gap_diff``: ``{"diff", "diff_ci", "p", "significant"}``
+    of its gap minus the first model's, on the same resamples. And the ``bootstrap`` block.
+    """
+    stats.check_options(n, level)
+    bucket_list = [evaluate.Bucket(b["name"], b["min"], b["max"]) for b in report["buckets"]]
+    res = stats.bootstrap([stats.Entry(str(m["model"]), [sc]) for m, sc in zip(report["models"], scores)],
+                          "all", bucket_list, n, seed)
+    gaps = []
+    for st in res:
+        if len(bucket_list) < 2:  # no gap with one bucket
+            g = {t: stats.Estimate(None, np.full(n, np.nan)) for t in st.buckets}
+        else:
+            g = {t: stats.minus(b[0], b[-1]) for t, b in st.buckets.items()}
+        gaps.append((g, stats.mean_estimate(list(g.values()), n)))
+    for i, (m, st) in enumerate(zip(report["models"], res)):
+        for t, e in m["tasks"].items():
+            e["ci"] = stats.interval(st.tasks[t], level) if e["spearman"] is not None else None
+            for b, est in zip(e["buckets"], st.buckets[t]):
+                b["ci"] = stats.interval(est, level) if b["spearman"] is not None else None
+        m["avg_ci"] = stats.interval(st.avg, level) if m["avg"] is not None else None
+        g, avg_g = gaps[i]
+        m["gap_ci"] = {t: stats.interval(est, level) if m["gap"].get(t) is not None else None for t, est in g.items()}
+        m["avg_gap_ci"] = stats.interval(avg_g, level) if m["avg_gap"] is not None else None
+        if i:
+            g0, avg_g0 = gaps[0]
+            m["gap_diff"] = {t: stats.paired(est, g0[t], level) for t, est in g.items()}
+            m["avg_gap_diff"] = stats.paired(avg_g, avg_g0, level)
+    report["bootstrap"] = stats.setup(n, level, seed)
+    return report
 
 
 def probe_work(task_pairs, probe_texts) -> int:
@@ -207,21 +263,29 @@ def length_analysis(
     pooling: Optional[str] = None,
     max_length: Optional[int] = None,
     device: str = "auto",
+    bootstrap: int = stats.DEFAULT_REPLICATES,
+    level: float = stats.DEFAULT_LEVEL,
 ) -> dict:
-    """The whole report for programmatic use (the CLI runs the same steps with progress bars)."""
+    """The whole report for programmatic use (the CLI runs the same steps with progress bars).
+
+    ``bootstrap`` replicates (seeded by ``seed``) give the intervals and the paired gap differences.
+    """
     from esimcse_cli.core.models import load_encoder
 
     evaluate.parse_buckets(buckets)  # fail early on a bad spec
+    stats.check_options(bootstrap, level)
     task_pairs = evaluate.load_tasks(data_dir, tasks, split)
     probe_texts, probe_meta = choose_probe_texts(task_pairs, probe_sentences, probe_corpus, seed)
-    models = []
+    models, scores = [], []
     for spec in (list(model_specs) or [None]):
         enc = load_encoder(spec, pooling=pooling, max_length=max_length, device=device)
-        models.append(analyze_model(enc, task_pairs, probe_texts, split, buckets, length_unit, batch_size,
-                                    dup_rate, variant, seed, label=spec or "default"))
+        entry, sc = score_model(enc, task_pairs, probe_texts, split, buckets, length_unit, batch_size,
+                                dup_rate, variant, seed, label=spec or "default")
+        models.append(entry)
+        scores.append(sc)
     if probe_meta is not None:
         probe_meta.update({"dup_rate": dup_rate, "variant": variant, "level": "subword"})
-    return build_report(models, split, buckets, length_unit, probe_meta)
+    return add_intervals(build_report(models, split, buckets, length_unit, probe_meta), scores, bootstrap, level, seed)
 
 
 def choose_probe_texts(task_pairs, n: int, corpus=None, seed: int = DEFAULT_SEED):
@@ -267,14 +331,26 @@ def plot_report(report: dict, path: Union[str, os.PathLike]) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
     names = [b["name"] for b in report["buckets"]]
     width = 0.8 / max(1, len(models))
+    level = (report.get("bootstrap") or {}).get("level")
     for i, task in enumerate(tasks):
         ax = axes[i // cols][i % cols]
         for j, m in enumerate(models):
-            vals = [b["spearman"] if b["spearman"] is not None else np.nan for b in m["tasks"][task].get("buckets", [])]
+            bs = m["tasks"][task].get("buckets", [])
+            vals = np.array([b["spearman"] if b["spearman"] is not None else np.nan for b in bs], dtype=float)
             xs = np.arange(len(vals)) + (j - (len(models) - 1) / 2) * width
-            ax.bar(xs, vals, width=width, label=str(m["model"]))
+            bars = ax.bar(xs, vals, width=width, label=str(m["model"]))
+            with_ci = [(x, v, b["ci"]) for x, v, b in zip(xs, vals, bs) if b.get("ci") and np.isfinite(v)]
+            if with_ci:  # the bootstrap interval as an error bar (none where the bucket has no score)
+                ax.errorbar([x for x, _, _ in with_ci], [v for _, v, _ in with_ci],
+                            yerr=[[v - c[0] for _, v, c in with_ci], [c[1] - v for _, v, c in with_ci]],
+                            fmt="none", ecolor="black", elinewidth=1, capsize=3)
+            for x, b in zip(xs, bs):  # each bucket's pair count, under its bar
+                ax.annotate(f"{b['pairs']}", (x, 0), xycoords=("data", "axes fraction"), xytext=(0, -3), textcoords="offset points",
+                            ha="center", va="top", fontsize=7, color=bars.patches[0].get_facecolor() if bars.patches else None)
         ax.set_xticks(np.arange(len(names)))
         ax.set_xticklabels(names)
+        ax.set_xlim(-0.5, len(names) - 0.5)  # every bucket, scored or not
+        ax.tick_params(axis="x", pad=12)
         ax.set_title(task)
         ax.set_xlabel(f"|len(a) - len(b)| ({report['length_unit']})")
         ax.set_ylabel("Spearman x100")
@@ -282,15 +358,22 @@ def plot_report(report: dict, path: Union[str, os.PathLike]) -> None:
         ax = axes[len(tasks) // cols][len(tasks) % cols]
         for m in models:
             pc = (m.get("probe") or {}).get("per_count") or []
-            ax.plot([p["inserted"] for p in pc], [p["mean_cosine"] for p in pc], marker="o", label=str(m["model"]))
+            dense = [p for p in pc if p["pairs"] >= MIN_PROBE_POINT]
+            sparse = [p for p in pc if p["pairs"] < MIN_PROBE_POINT]
+            (line,) = ax.plot([p["inserted"] for p in dense], [p["mean_cosine"] for p in dense], marker="o", label=str(m["model"]))
+            if sparse:  # hollow, unconnected: too few sentences to trust the mean
+                ax.plot([p["inserted"] for p in sparse], [p["mean_cosine"] for p in sparse], linestyle="none", marker="o",
+                        markerfacecolor="none", color=line.get_color())
         ax.set_title("repetition probe")
-        ax.set_xlabel("inserted sub-word tokens")
+        ax.set_xlabel(f"inserted sub-word tokens (hollow: < {MIN_PROBE_POINT} sent.)")
         ax.set_ylabel("mean cosine")
     for k in range(panels, rows * cols):
         axes[k // cols][k % cols].axis("off")
     if models:
         handles, labels = axes[0][0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=min(len(models), 4), frameon=False)
+    note = "numbers under the bars: pairs in the bucket" + (f"; error bars: {level:.0%} bootstrap intervals" if level else "")
+    fig.text(0.01, 0.01, note, fontsize=8, color="dimgray")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     try:
         with atomic_path(path, suffix="." + ext) as tmp:
