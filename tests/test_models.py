@@ -110,3 +110,19 @@ def test_missing_config_is_clear(tiny_model_dir, tmp_path):
 def test_dropout_override(tiny_model_dir):
     b = load_backbone(str(tiny_model_dir), dropout=0.25)
     assert b.model.config.hidden_dropout_prob == 0.25
+
+
+def test_a_half_precision_checkpoint_loads_as_float32(tiny_model_dir, tmp_path):
+    """Training needs float32 master weights; transformers keeps a float16 checkpoint's dtype unless told."""
+    import shutil
+
+    import torch
+    from transformers import AutoModel
+
+    from esimcse_cli.core.models import load_backbone
+
+    half = tmp_path / "half"
+    shutil.copytree(tiny_model_dir, half)
+    AutoModel.from_pretrained(tiny_model_dir).half().save_pretrained(half, safe_serialization=True)
+    assert AutoModel.from_pretrained(half).dtype == torch.float16  # the trap this guards against
+    assert load_backbone(str(half), device="cpu").model.dtype == torch.float32

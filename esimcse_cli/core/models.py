@@ -308,6 +308,8 @@ def load_backbone(
         log.warning("--max-length %d exceeds the model's limit %d; using %d", max_length, limit, limit)
         max_length = limit
 
+    if getattr(model, "dtype", None) is not None and str(model.dtype) in ("torch.float16", "torch.bfloat16"):
+        model.float()  # a half-precision checkpoint: float32 weights (training keeps float32 masters; --bf16 autocasts)
     model.to(device)
     model.eval()
     return Backbone(tokenizer=tokenizer, model=model, pooling=chosen, max_length=int(max_length), name=name, path=where, kind=kind)
