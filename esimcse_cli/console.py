@@ -10,6 +10,7 @@ this module turns both into Rich output.
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -27,8 +28,32 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-console = Console(stderr=True)
-out = Console()
+class _Console(Console):
+    """A Rich console that outlives its reader: on a broken pipe it goes quiet instead of exiting.
+
+    Rich's own reaction is ``SystemExit(1)`` (and it points *stdout* at /dev/null even for the stderr console):
+    ``esimcse train ... 2>&1 | head`` would kill a training run mid-step with exit 1 and nothing saved, and
+    ``eval-sts --json r.json | head -1`` would exit 1 before writing the JSON. Instead, the stream this console
+    writes to is pointed at /dev/null, the console stops printing, and the work goes on; a reader that went
+    away is not an error (exit 0 unless something else fails).
+    """
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        try:
+            fd = self.file.fileno()
+        except (AttributeError, OSError, ValueError):
+            return
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        except OSError:
+            pass
+
+
+console = _Console(stderr=True)
+out = _Console()
 
 
 class RateColumn(ProgressColumn):
@@ -138,7 +163,10 @@ def error(message: str) -> None:
 
 
 def print_table(table: Table) -> None:
-    out.print(table)
+    from esimcse_cli.core.errors import naming_stdout
+
+    with naming_stdout():  # a full disk behind `> file` says <stdout>
+        out.print(table)
 
 
 def new_table(title: str | None = None, *columns: str) -> Table:

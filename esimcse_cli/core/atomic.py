@@ -7,7 +7,9 @@ therefore leaves either the old file or the complete new one, never a half-writt
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,8 +48,9 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.replace(tmp_path, target)
+        with disk_errors(target):
+            yield tmp_path
+            _rename_into_place(tmp_path, target)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -80,14 +83,15 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
     old = None
     try:
-        yield tmp
+        with disk_errors(target):
+            yield tmp
         # The two renames must not be split by a signal: between them neither folder is under the target's
         # name. SIGINT/SIGTERM arriving here are held and re-delivered right after (main thread only).
         with _signals_held():
             if target.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=parent))
                 os.replace(target, old / "x")
-            os.replace(tmp, target)
+            _rename_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None and not target.exists() and (old / "x").exists():
@@ -96,6 +100,118 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _rename_into_place(tmp: Path, target: Path) -> None:
+    """``os.replace(tmp, target)``; a folder deleted meanwhile (``rm -rf`` of the output folder) is one line, not a bug."""
+    try:
+        os.replace(tmp, target)
+    except FileNotFoundError:
+        parent = target.parent if str(target.parent) else Path(".")
+        if not parent.is_dir():
+            raise InputError(f"{target}: the output folder {parent} was removed while writing; nothing written") from None
+        if not os.path.lexists(tmp):
+            raise InputError(f"{target}: the temporary file {tmp} was removed while writing; nothing written") from None
+        raise
+
+
+# Write errors that are the disk's, not ours: the file names the target (a library may report them only as text,
+# e.g. safetensors' "I/O error: No space left on device (os error 28)").
+_DISK_FULL = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(errno, n))
+
+
+def disk_full_errno(exc: BaseException) -> int | None:
+    """The errno of a full disk (ENOSPC, EDQUOT, EFBIG) behind ``exc``, or None."""
+    if isinstance(exc, OSError):
+        return exc.errno if exc.errno in _DISK_FULL else None
+    m = re.search(r"\(os error (\d+)\)", str(exc))
+    if m and int(m.group(1)) in _DISK_FULL:
+        return int(m.group(1))
+    return None
+
+
+@contextmanager
+def disk_errors(target: str | os.PathLike) -> Iterator[None]:
+    """A full disk inside the block becomes one line naming ``target``: ``TARGET: No space left on device``."""
+    try:
+        yield
+    except Exception as exc:
+        n = disk_full_errno(exc)
+        if n is None:
+            raise
+        raise InputError(f"{target}: {os.strerror(n)}") from None
+
+
+def create_exclusive(target: str | os.PathLike, data: bytes, mode: int = 0o644) -> bool:
+    """Create ``target`` holding ``data`` unless a file of that name exists (then return False), atomically.
+
+    ``data`` goes to a temporary file beside the target, which is then hard-linked to the target's name:
+    ``link`` fails when the name exists, so of two processes only one succeeds, and the target is never seen
+    half-written. On a file system without hard links, ``O_CREAT | O_EXCL`` creates it and writes into it.
+    ``mode``: its permissions (readable by others by default: a lock's holder is no secret).
+    """
+    target = Path(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent if str(target.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            try:
+                os.fchmod(f.fileno(), mode)
+            except OSError:  # a file system without permissions
+                pass
+        try:
+            os.link(tmp, target)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
+                raise
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        except FileExistsError:
+            return False
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        return True
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def reserve_space(path: str | os.PathLike, size: int, start: int = 0, display: str | os.PathLike | None = None) -> None:
+    """Allocate the disk blocks of ``path`` from ``start`` to ``size`` bytes now, before they are written.
+
+    A memory-mapped file is sparse: its blocks are allocated only when a page is first written, and a full disk
+    at that moment is SIGBUS (the process dies, exit 135, its temporary file left behind), not an error. With
+    the blocks reserved first, a full disk is an ordinary ``DISPLAY: No space left on device`` here, before any
+    work. ``os.posix_fallocate`` where it works; otherwise (no such call, or a file system that does not
+    support it) zeros are written in chunks, which allocates the blocks just as well.
+    """
+    display = display if display is not None else path
+    with open(path, "r+b") as f:
+        fd = f.fileno()
+        try:
+            try:
+                os.posix_fallocate(fd, start, max(0, size - start))
+                return
+            except AttributeError:  # no posix_fallocate (macOS)
+                pass
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS):
+                    raise
+            chunk = b"\0" * (1 << 20)
+            pos = start
+            while pos < size:
+                n = os.pwrite(fd, chunk[: min(len(chunk), size - pos)], pos)
+                pos += n
+        except OSError as exc:
+            if exc.errno in _DISK_FULL:
+                raise InputError(f"{display}: {os.strerror(exc.errno)}") from None
+            raise
 
 
 @contextmanager

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from esimcse_cli.core.atomic import atomic_dir
+from esimcse_cli.core.atomic import atomic_dir, disk_errors
 from esimcse_cli.core.errors import InputError
 
 STATE_DIR = "state"
@@ -187,7 +187,8 @@ def export_model(output_dir: str | os.PathLike, model, tokenizer, pooling: str, 
     out.mkdir(exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".model.", suffix=".tmp", dir=out))
     try:
-        write_model_files(tmp, model, tokenizer, pooling, max_seq_length, extra)
+        with disk_errors(out):  # a full disk: `OUT: No space left on device`, not a library's traceback
+            write_model_files(tmp, model, tokenizer, pooling, max_seq_length, extra)
         # weights last but one, esimcse.json last: a reader never sees a new record over old weights
         names = sorted(os.listdir(tmp), key=lambda n: (n == "esimcse.json", n.endswith(".safetensors"), n))
         for name in names:

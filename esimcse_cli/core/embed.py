@@ -19,9 +19,9 @@ from typing import Callable, Iterator
 import numpy as np
 
 from esimcse_cli.core import corpus
-from esimcse_cli.core.atomic import atomic_path, check_output_path
+from esimcse_cli.core.atomic import atomic_path, check_output_path, reserve_space
 from esimcse_cli.core.encoder import SentenceEncoder
-from esimcse_cli.core.errors import InputError
+from esimcse_cli.core.errors import InputError, naming_stdout
 
 log = logging.getLogger("esimcse")
 
@@ -120,15 +120,17 @@ def encode_file(
             fd, tmp = tempfile.mkstemp(prefix="esimcse-", suffix=".npy")
             os.close(fd)
             try:
-                _write_npy(encoder, texts, Path(tmp), n, batch_size, normalize, DTYPES[dtype], chunk_size, advance)
-                with open(tmp, "rb") as f:
+                _write_npy(encoder, texts, Path(tmp), n, batch_size, normalize, DTYPES[dtype], chunk_size, advance,
+                           display=f"{tmp} (temporary file for -o -, in $TMPDIR)", source=display)
+                with open(tmp, "rb") as f, naming_stdout():
                     shutil.copyfileobj(f, sys.stdout.buffer, length=1 << 20)
-                sys.stdout.buffer.flush()
+                    sys.stdout.buffer.flush()
             finally:
                 Path(tmp).unlink(missing_ok=True)
         else:
             with atomic_path(out_path, suffix=".npy") as tmp:
-                _write_npy(encoder, texts, tmp, n, batch_size, normalize, DTYPES[dtype], chunk_size, advance)
+                _write_npy(encoder, texts, tmp, n, batch_size, normalize, DTYPES[dtype], chunk_size, advance,
+                           display=out_path, source=display)
     if stats.blank:
         log.warning("%s: %d blank line(s); each still gets a row (the vector of an empty text)", display, stats.blank)
     if stats.long_lines:
@@ -139,10 +141,26 @@ def encode_file(
     return stats
 
 
-def _write_npy(encoder, texts, path: Path, n: int, batch_size, normalize, dtype, chunk_size, advance) -> None:
-    arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n, encoder.dim))
-    written = encoder.encode_stream(texts, arr, batch_size=batch_size, normalize=normalize, chunk_size=chunk_size, progress=advance)
+def _write_npy(encoder, texts, path: Path, n: int, batch_size, normalize, dtype, chunk_size, advance,
+               display=None, source: str = "input") -> None:
+    display = display if display is not None else path
+    try:
+        arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n, encoder.dim))
+    except OSError as exc:
+        raise InputError(f"{display}: {exc.strerror or exc}") from None
+    # the map is sparse: reserve its blocks now, or a full disk is SIGBUS halfway through instead of an error
+    reserve_space(path, arr.offset + arr.nbytes, start=arr.offset, display=display)
+    written = encoder.encode_stream(_at_most(texts, n, source), arr, batch_size=batch_size, normalize=normalize,
+                                    chunk_size=chunk_size, progress=advance)
     if written != n:
-        raise InputError(f"input changed while reading: expected {n} rows, got {written}")
+        raise InputError(f"{source}: changed while it was read (had {n} lines when counted, {written} when encoded); run again")
     arr.flush()
     del arr
+
+
+def _at_most(texts: Iterator[str], n: int, source: str) -> Iterator[str]:
+    """``texts``, refusing a text beyond the ``n`` counted (the input grew while it was read)."""
+    for i, text in enumerate(texts):
+        if i >= n:
+            raise InputError(f"{source}: changed while it was read (more than the {n} lines counted); run again")
+        yield text

@@ -4,6 +4,9 @@ Anything raised as :class:`EsimcseError` is a problem with the user's input, not
 the CLI prints its message as one line on stderr and exits with code 2.
 """
 
+from contextlib import contextmanager
+from typing import Iterator
+
 
 class EsimcseError(Exception):
     """A clear, one-line problem with the user's input or environment."""
@@ -21,3 +24,19 @@ class ModelLoadError(EsimcseError):
 
 class ConfigError(EsimcseError):
     """A bad option value or configuration file."""
+
+
+
+@contextmanager
+def naming_stdout() -> Iterator[None]:
+    """An ``OSError`` while writing stdout (a full disk behind ``> file``) names ``<stdout>``.
+
+    Without a file name the CLI's one-line message would say only ``No space left on device``. A reader
+    that went away (``BrokenPipeError``) is left as it is: the CLI treats that as success.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and not isinstance(exc, BrokenPipeError):
+            exc.filename = "<stdout>"
+        raise
