@@ -92,7 +92,9 @@ def augment_cmd(
     method: str = typer.Option("repetition", "--method", help="repetition (ESimCSE) | insertion | deletion (the random baselines)."),
     dup_rate: float = typer.Option(0.32, "--dup-rate", help="Rate r in [0, 1] of the repeat-count formula (also the insertion/deletion rate)."),
     variant: str = typer.Option(
-        "paper", "--variant", help="paper: count ~ U{0..max(2, int(r*N))} | official: randrange(min(10, int(r*N))) as in the released code."
+        "paper", "--variant", help="paper: count ~ U{0..max(2, int(r*N))}, any of the N tokens | official, the released code: subword "
+        "randrange(min(10, int(r*L))), L = N+2 counting [CLS]/[SEP] (0 when int(r*L) is 0); word "
+        "randrange(min(10, N, max(2, int(r*N)))), never the last word."
     ),
     level: str = typer.Option("subword", "--level", help="subword: the model tokenizer's pieces, as in the paper | word: whitespace-separated words."),
     insert_token: str = typer.Option(
@@ -156,16 +158,19 @@ def augment_cmd(
                 run(fh.write)
         ui.info(f"augment: {counts['lines']} lines, {counts['changed']} tokens changed -> {output}")
     else:
+        from esimcse_cli.core.errors import naming_stdout
+
         stream = sys.stdout
         buf = getattr(stream, "buffer", None)
         try:
-            if buf is not None:
-                stream.flush()
-                run(lambda text: buf.write(text.encode("utf-8")))
-                buf.flush()
-            else:
-                run(stream.write)
-                stream.flush()
+            with naming_stdout():  # a full disk behind `> file` says <stdout>
+                if buf is not None:
+                    stream.flush()
+                    run(lambda text: buf.write(text.encode("utf-8")))
+                    buf.flush()
+                else:
+                    run(stream.write)
+                    stream.flush()
         except BrokenPipeError:  # `esimcse augment ... | head`: the reader has all it wanted; exit 0 quietly
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, stream.fileno())
@@ -347,13 +352,15 @@ def eval_sts(
     n_total = result["sentences"]["total"]
     ui.info(f"{n_total} sentences, {n_distinct} distinct, encoded in {result['seconds']['encode']:.1f}s "
             f"({enc.pooling} pooling, max length {enc.max_length})")
-    ui.print_table(_eval_table(result, f"STS Spearman x100 — {enc.name}"))
+    # the files first: a stdout that fails (a full disk behind `> file`) must not lose them
     if json_path:
         evaluate.write_json(json_path, result)
-        ui.info(f"wrote {json_path}")
     if csv_path:
         evaluate.write_csv(csv_path, evaluate.result_rows(result), evaluate.result_columns(result))
-        ui.info(f"wrote {csv_path}")
+    ui.print_table(_eval_table(result, f"STS Spearman x100 — {enc.name}"))
+    for written in (json_path, csv_path):
+        if written:
+            ui.info(f"wrote {written}")
 
 
 def _entry_items(models: List[str], groups: List[str]) -> List[tuple]:
@@ -654,11 +661,13 @@ def train_cmd(
     repetition: Optional[bool] = typer.Option(None, "--repetition/--no-repetition", help="Build positives by word repetition (ESimCSE)."),
     momentum_queue: Optional[bool] = typer.Option(None, "--momentum-queue/--no-momentum-queue", help="Add momentum-encoder queue negatives."),
     dup_rate: Optional[float] = typer.Option(None, "--dup-rate", help="Repetition rate (default 0.32)."),
-    repetition_variant: Optional[str] = typer.Option(None, "--repetition-variant", help="paper | official count formula."),
+    repetition_variant: Optional[str] = typer.Option(None, "--repetition-variant", help="paper: count ~ U{0..max(2, int(r*N))} | official: the released code, randrange(min(10, int(r*L))) with "
+         "L = N+2 counting [CLS]/[SEP] (0 when int(r*L) is 0)."),
     augmentation: Optional[str] = typer.Option(None, "--augmentation", help="Positive builder when --repetition is on: repetition (default) | insertion | deletion (the paper's baselines)."),
     insert_token: Optional[str] = typer.Option(None, "--insert-token", help="For --augmentation insertion: random | stopword | mask."),
     momentum: Optional[float] = typer.Option(None, "--momentum", help="EMA coefficient m (default 0.995)."),
-    momentum_variant: Optional[str] = typer.Option(None, "--momentum-variant", help="paper (own MLP copy, EMA after each step) | official (online MLP, EMA in the forward)."),
+    momentum_variant: Optional[str] = typer.Option(None, "--momentum-variant", help="paper (a copy of the model with its own MLP, EMA after each step) | official, the released code (online "
+         "MLP, EMA in the forward, momentum encoder starting from random weights, --max-grad-norm 1.0 unless given)."),
     queue_ratio: Optional[float] = typer.Option(None, "--queue-ratio", help="Queue size as a multiple of the batch size (default 2.5)."),
     queue_size: Optional[int] = typer.Option(None, "--queue-size", help="Queue size in sentences (overrides --queue-ratio)."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Softmax temperature (default 0.05)."),
@@ -675,7 +684,7 @@ def train_cmd(
     warmup: Optional[int] = typer.Option(None, "--warmup", help="Linear warm-up steps (default 0)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="linear (decay to 0, default) | constant."),
     grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step (default 1)."),
-    max_grad_norm: Optional[float] = typer.Option(None, "--max-grad-norm", help="Clip the gradient norm (default: off)."),
+    max_grad_norm: Optional[float] = typer.Option(None, "--max-grad-norm", help="Clip the gradient norm (default: off; 1.0 with --momentum-variant official, as the released code)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 42)."),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bfloat16 autocast (CUDA only)."),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
@@ -710,6 +719,8 @@ def train_cmd(
         if output is None:
             raise EsimcseError("--resume needs -o OUT_DIR, the folder of the interrupted run")
         cfg = config_for_resume(output, values)
+        if cfg.dev_data is not None and str(cfg.dev_data).lower() == "none":  # as without --resume: selection off
+            cfg.dev_data = None
     else:
         cfg = build_config(values, config)
         if cfg.output_dir is None:

@@ -364,7 +364,8 @@ def make_dev_scorer(cfg: TrainConfig) -> Optional[Callable[[Any], float]]:
 
 
 # =============================================================================== output folder
-def prepare_output(cfg: TrainConfig) -> Path:
+def _check_output_dir(cfg: TrainConfig) -> Path:
+    """The output folder's path, refused when none is given, its parent is missing or it is a file."""
     if not cfg.output_dir:
         raise ConfigError("--output: no output folder given")
     out = Path(cfg.output_dir)
@@ -373,13 +374,50 @@ def prepare_output(cfg: TrainConfig) -> Path:
         raise InputError(f"{out}: output folder's parent {parent} does not exist")
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
+    return out
+
+
+def _hold_output(cfg: TrainConfig, dist) -> Any:
+    """Take the output folder for this run (:mod:`esimcse_cli.core.runlock`): rank 0 locks, every rank learns if it failed.
+
+    Returns the lock (None on the other ranks). Raised before anything in the folder is touched: another live
+    run's folder is refused with one line naming it; a stale lock (a killed run) is taken over with a warning.
+    """
+    from esimcse_cli.core import runlock
+    from esimcse_cli.core.atomic import _signals_held
+
+    lock, failure = None, None
+    if dist.is_main:
+        try:
+            out = _check_output_dir(cfg)
+            with _signals_held():  # a Ctrl-C lands after the lock is returned, so the caller releases it
+                lock = runlock.acquire(out)
+        except Exception as exc:
+            failure = exc
+    try:
+        failed = distrib.any_rank(failure is not None, dist)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    if failure is not None:
+        raise failure
+    if failed:
+        raise InputError(f"{cfg.output_dir}: rank 0 could not take the output folder (its message says why)")
+    return lock
+
+
+def prepare_output(cfg: TrainConfig) -> Path:
+    from esimcse_cli.core.runlock import LOCK_NAME
+
+    out = _check_output_dir(cfg)
     if cfg.resume or cfg.overwrite:
         ckpt.recover_state(out)  # leftovers of a run killed mid-save (SIGKILL, power loss)
     if cfg.resume:
         if not ckpt.has_state(out):
             raise InputError(f"{out}: no saved training state to resume from ({ckpt.state_dir(out)} is missing)")
         return out
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()):  # this run's own lock does not count
         if not cfg.overwrite:
             hint = " (it holds a saved state: add --resume to continue)" if ckpt.has_state(out) else ""
             raise InputError(f"{out}: output folder exists and is not empty; pass --overwrite to replace it{hint}")
@@ -387,16 +425,33 @@ def prepare_output(cfg: TrainConfig) -> Path:
 
 
 def clear_previous_run(out: Path) -> None:
-    """With --overwrite: remove what an earlier run wrote (only our own files, never the whole folder)."""
+    """With --overwrite: remove what an earlier run wrote (only our own files, never the whole folder).
+
+    A stale lock (a killed run's) goes too; a live one, this run's own included, is never removed.
+    """
+    from esimcse_cli.core import runlock
+
+    runlock.remove_stale(out)
     ckpt.remove_state(out)
     for name in ("metrics.jsonl", "manifest.json", "train_config.yaml", "esimcse.json"):
         (out / name).unlink(missing_ok=True)
 
 
 def config_for_resume(output_dir: str, overrides: Optional[Dict[str, Any]] = None) -> TrainConfig:
-    """The saved run's config with ``overrides`` (only options in :data:`MUTABLE_ON_RESUME`) on top."""
-    ckpt.recover_state(output_dir)
-    _, meta = ckpt.load_state(output_dir)
+    """The saved run's config with ``overrides`` (only options in :data:`MUTABLE_ON_RESUME`) on top.
+
+    A folder that a live run holds is refused before its leftovers are tidied (rank 0 holds the lock while
+    tidying; under torchrun the other ranks only read).
+    """
+    from contextlib import nullcontext
+
+    from esimcse_cli.core import runlock
+
+    main_rank = os.environ.get("RANK", "0") == "0"
+    with runlock.acquire(output_dir) if main_rank and Path(output_dir).is_dir() else nullcontext():
+        if main_rank:
+            ckpt.recover_state(output_dir)
+        _, meta = ckpt.load_state(output_dir)
     saved = check_values(meta.get("config", {}), str(ckpt.state_dir(output_dir) / ckpt.STATE_META))
     overrides = {k.replace("-", "_"): v for k, v in (overrides or {}).items() if v is not None}
     for key, value in overrides.items():
@@ -429,10 +484,15 @@ def train(
     t_start = time.time()
     use_cuda = _wants_cuda(cfg)
     dist = distrib.init(use_cuda)
+    lock = None
     try:
+        # one run per output folder, held from here to the end however the run ends (core/runlock.py)
+        lock = _hold_output(cfg, dist)
         with _SignalCatcher() as signals, tempfile.TemporaryDirectory(prefix="esimcse-train-") as work:
             return _train(cfg, dist, Path(work), signals, on_start, on_step, should_stop, command, t_start)
     finally:
+        if lock is not None:
+            lock.release()  # and the folder, if it was made only for the lock and nothing was written
         distrib.shutdown(dist)
 
 
@@ -472,9 +532,6 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
     if limit is not None and cfg.max_length > limit:
         raise ConfigError(f"--max-length {cfg.max_length}: the model takes at most {limit} tokens (its position embeddings)")
     cfg, pooler_source = settle_pooler(cfg)
-    if main and not cfg.dev_data:
-        log.warning("no STS-B dev data, so no model selection: the model after the last step is written "
-                    "(give --dev-data with SentEval's data folder, or set ESIMCSE_DATA_DIR)")
 
     # ---- corpus
     # a single process stops reading a long corpus on the first signal (several processes must meet at the
@@ -537,6 +594,10 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
     if distrib.any_rank(signals.signum is not None, dist):
         name = signal.Signals(signals.signum or signal.SIGINT).name
         raise TrainInterrupted(f"{name} before the first step: nothing trained, nothing written", signals.signum or signal.SIGINT)
+
+    if main and not cfg.dev_data:
+        log.warning("no STS-B dev data, so no model selection: the model after the last step is written "
+                    "(give --dev-data with SentEval's data folder, or set ESIMCSE_DATA_DIR)")
 
     # ---- files written before training
     manifest = {
