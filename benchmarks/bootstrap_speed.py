@@ -49,6 +49,7 @@ def main(argv=None) -> int:
     from esimcse_cli.core import evaluate, stats
     from esimcse_cli.core.models import load_encoder
 
+    load_start = os.getloadavg()[0]  # the machine is shared: say how busy it was
     enc = load_encoder(args.model, device=args.device)
     task_pairs = evaluate.load_tasks(args.data_dir, args.tasks)
     n_pairs = sum(len(p) for p in task_pairs.values())
@@ -111,6 +112,9 @@ def main(argv=None) -> int:
         md.append(f"| {t} | {e['pairs']} | {e['spearman']:.2f} | [{e['ci'][0]:.2f}, {e['ci'][1]:.2f}] |")
     md.append(f"| avg | {n_pairs} | {result['avg']:.2f} | [{result['avg_ci'][0]:.2f}, {result['avg_ci'][1]:.2f}] |")
     md.append(f"\nEvery interval contains its point: {'yes' if contained else 'NO'}.{check}")
+    md.append(f"\nLoad average (1 min) {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end, on "
+              f"{os.cpu_count()} CPUs (a load above the CPU count: other work shared them, and every time here is longer "
+              "than on an idle machine).")
     publish("bootstrap_speed", "\n".join(md), args.write_results)
     return 0 if contained else 1
 
