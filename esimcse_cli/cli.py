@@ -321,17 +321,9 @@ def eval_sts(
     """
     from esimcse_cli.core import evaluate, stats
     from esimcse_cli.core.atomic import check_output_path
-    from esimcse_cli.core.errors import ConfigError
     from esimcse_cli.core.models import load_encoder
 
-    if split not in ("test", "dev", "train"):
-        raise ConfigError(f"--split {split!r}: choose from test, dev, train")
-    if aggregate not in evaluate.AGGREGATES:
-        raise ConfigError(f"--aggregate {aggregate!r}: choose from {', '.join(evaluate.AGGREGATES)}")
-    if length_unit not in evaluate.LENGTH_UNITS:
-        raise ConfigError(f"--length-unit {length_unit!r}: choose from {', '.join(evaluate.LENGTH_UNITS)}")
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size {batch_size}: must be at least 1")
+    evaluate.check_eval_args(split, aggregate, length_unit, batch_size)
     if bootstrap is None and ci is not None:
         bootstrap = stats.DEFAULT_REPLICATES
     if bootstrap is not None:
@@ -468,16 +460,8 @@ def compare_cmd(
     """
     from esimcse_cli.core import compare, evaluate, stats
     from esimcse_cli.core.atomic import check_output_path
-    from esimcse_cli.core.errors import ConfigError
 
-    if split not in ("test", "dev", "train"):
-        raise ConfigError(f"--split {split!r}: choose from test, dev, train")
-    if aggregate not in evaluate.AGGREGATES:
-        raise ConfigError(f"--aggregate {aggregate!r}: choose from {', '.join(evaluate.AGGREGATES)}")
-    if length_unit not in evaluate.LENGTH_UNITS:
-        raise ConfigError(f"--length-unit {length_unit!r}: choose from {', '.join(evaluate.LENGTH_UNITS)}")
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size {batch_size}: must be at least 1")
+    evaluate.check_eval_args(split, aggregate, length_unit, batch_size)
     n = stats.DEFAULT_REPLICATES if bootstrap is None else bootstrap
     level = stats.DEFAULT_LEVEL if ci is None else ci
     stats.check_options(n, level)
@@ -539,12 +523,7 @@ def length_analysis_cmd(
     from esimcse_cli.core.errors import ConfigError
     from esimcse_cli.core.models import load_encoder
 
-    if split not in ("test", "dev", "train"):
-        raise ConfigError(f"--split {split!r}: choose from test, dev, train")
-    if length_unit not in evaluate.LENGTH_UNITS:
-        raise ConfigError(f"--length-unit {length_unit!r}: choose from {', '.join(evaluate.LENGTH_UNITS)}")
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size {batch_size}: must be at least 1")
+    evaluate.check_eval_args(split, "all", length_unit, batch_size)
     if probe_sentences < 0:
         raise ConfigError(f"--probe-sentences {probe_sentences}: must be 0 or more")
     if variant not in ("paper", "official"):

@@ -38,6 +38,18 @@ MIN_BUCKET_PAIRS = 10
 SCHEMA_VERSION = 1
 
 
+def check_eval_args(split: str, aggregate: str, length_unit: str, batch_size: int) -> None:
+    """The option checks ``eval-sts`` and ``compare`` share: one-line :class:`ConfigError` naming the option."""
+    if split not in ("test", "dev", "train"):
+        raise ConfigError(f"--split {split!r}: choose from test, dev, train")
+    if aggregate not in AGGREGATES:
+        raise ConfigError(f"--aggregate {aggregate!r}: choose from {', '.join(AGGREGATES)}")
+    if length_unit not in LENGTH_UNITS:
+        raise ConfigError(f"--length-unit {length_unit!r}: choose from {', '.join(LENGTH_UNITS)}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: must be at least 1")
+
+
 # ------------------------------------------------------------------------------------------------
 # Spearman
 # ------------------------------------------------------------------------------------------------
