@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from clirunner import run_main
 from conftest import WORDS, build_tiny_bert
+from sts_fixtures import make_senteval
 from esimcse_cli.core import trainer as trainer_mod
 from esimcse_cli.core.augment import augment_batch, repeat_support
 from esimcse_cli.core.config import build_config
@@ -41,12 +42,7 @@ def corpus(tmp_path) -> Path:
 
 @pytest.fixture()
 def dev_dir(tmp_path) -> Path:
-    folder = tmp_path / "senteval" / "STS" / "STSBenchmark"
-    folder.mkdir(parents=True)
-    r = random.Random(1)
-    rows = [f"g\tf\t2012\t{i:04d}\t{r.uniform(0, 5):.3f}\t{a}\t{b}" for i, (a, b) in enumerate(zip(sentences(30, 2), sentences(30, 3)))]
-    (folder / "sts-dev.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return tmp_path / "senteval"
+    return make_senteval(tmp_path / "senteval")  # its STS-B dev scores are scripted below anyway
 
 
 def st_folder(src: Path, dst: Path, mode: str) -> Path:
