@@ -493,7 +493,9 @@ def _finished_run(out: Path, cfg) -> bool:
         return False
     if not m.get("finished") or m.get("stopped") or m.get("steps") != m.get("total_steps"):
         return False
-    now = cfg.to_dict()
+    from esimcse_cli.core.trainer import settle_pooler
+
+    now = settle_pooler(cfg)[0].to_dict()  # the saved config holds the pooler that --pooler auto chose
     return all(saved.get(k) == now.get(k) for k in now if k not in RUN_ONLY_KEYS)
 
 

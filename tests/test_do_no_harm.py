@@ -217,3 +217,38 @@ def test_training_at_the_position_limit_runs(short_model, tmp_path):
 def test_the_default_model_refuses_max_length_past_512(tmp_path, corpus):
     with pytest.raises(ConfigError, match="--max-length 513: the model takes at most 512"):
         train(build_config({"corpus": str(corpus), "output_dir": str(tmp_path / "o"), "max_length": 513, "max_steps": 1}))
+
+
+def test_resume_with_selection_off_reports_the_last_step_not_the_saved_best(tiny_model_dir, corpus, dev_dir, tmp_path, monkeypatch):
+    """A run that kept its start, resumed with --dev-data none: the folder gets the last step, and says so."""
+    scripted_dev(monkeypatch, [50.0, 40.0, 40.0])
+    out = tmp_path / "out"
+    first = train(cfg_for(tiny_model_dir, corpus, out, dev_data=str(dev_dir), max_steps=4), should_stop=lambda s: s == 2)
+    assert (first.stopped, first.best_step) == ("callback", 0)
+    r = run_main("train", "--resume", "-o", out, "--dev-data", "none")
+    assert r.code == 0, r.stderr
+    assert "no step beat the starting model" not in r.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["best_step"], manifest["kept_starting_model"]) == (None, False)
+    assert json.loads((out / "esimcse.json").read_text())["step"] == 4
+    assert "as the run being resumed chose it" in r.stderr  # where the pooler came from, on resume
+
+
+def test_fit_for_copy_official_counts_inner_specials_as_content():
+    # [CLS] [UNK] a ... [SEP]: the official variant leaves out only one special at each end, so [UNK] counts
+    ids = [1, 3] + [5] * 20 + [2]
+    most = lambda n: n // 4
+    paper = fit_for_copy(ids, 26, most, {1, 2, 3})
+    official = fit_for_copy(ids, 26, most, {1, 2, 3}, edge=1)
+    assert len(official) - 2 + most(len(official) - 2) + 2 <= 26
+    assert len(paper) >= len(official)
+
+
+def test_p_exactly_at_the_level_is_not_significant():
+    import numpy as np
+
+    from esimcse_cli.core.stats import Estimate, paired
+
+    reps = np.array([-1.0] * 25 + [1.0] * 975)  # 25 of 1000 on the other side of 0: p = 0.05
+    row = paired(Estimate(1.0, reps), Estimate(0.0, np.zeros(1000)), level=0.95)
+    assert row["p"] == 0.05 and row["significant"] is False

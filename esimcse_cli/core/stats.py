@@ -394,7 +394,7 @@ def paired(b: Estimate, a: Estimate, level: float = DEFAULT_LEVEL) -> dict:
     d = minus(b, a)
     p = p_value(d)
     return {"diff": _r(d.point), "diff_ci": interval(d, level), "p": None if p is None else round(p, 6),
-            "significant": None if p is None else bool(p < 1.0 - level)}
+            "significant": None if p is None else bool(p < round(1.0 - level, 12))}  # 1 - 0.95 is 0.05000000000000004
 
 
 def setup(n: int, level: float, seed: int) -> dict:

@@ -221,7 +221,8 @@ class Batcher:
                              return_attention_mask=False, return_token_type_ids=False)
         ids = enc["input_ids"]
         if self.limit is not None and self.cfg.repetition and self.cfg.augmentation != "deletion":
-            ids = [fit_for_copy(x, self.limit, self._most_added, self.special_ids) for x in ids]
+            edge = 1 if self.cfg.repetition_variant == "official" else None
+            ids = [fit_for_copy(x, self.limit, self._most_added, self.special_ids, edge) for x in ids]
         return ids
 
     def _most_added(self, n: int) -> int:
@@ -238,21 +239,23 @@ class Batcher:
                              special_ids=self.special_ids, insert=self.insert)
 
 
-def fit_for_copy(ids: List[int], limit: int, most_added: Callable[[int], int], special_ids: set) -> List[int]:
+def fit_for_copy(ids: List[int], limit: int, most_added: Callable[[int], int], special_ids: set, edge: Optional[int] = None) -> List[int]:
     """Truncate a sentence so that its repeated (or inserted-into) copy fits in ``limit`` positions.
 
     The copy is never cut: it must stay longer than the original, which is the point of word repetition.
     Only a sentence within ``most_added(n)`` tokens of the model's position limit is shortened, to the
     longest content length ``n`` with ``len + most_added(n) <= limit``; its leading and trailing special
-    tokens ([CLS] ... [SEP]) are kept.
+    tokens ([CLS] ... [SEP]) are kept. ``edge``: how many special tokens at each end are not content (the
+    ``official`` variant counts all but one at each end, as :func:`~esimcse_cli.core.augment.content_positions`;
+    ``None``: every leading and trailing special).
     """
     if len(ids) + most_added(len(ids)) <= limit:  # n <= len(ids), and most_added grows with n
         return ids
     head = 0
-    while head < len(ids) and ids[head] in special_ids:
+    while head < len(ids) and ids[head] in special_ids and (edge is None or head < edge):
         head += 1
     tail = 0
-    while tail < len(ids) - head and ids[len(ids) - 1 - tail] in special_ids:
+    while tail < len(ids) - head and ids[len(ids) - 1 - tail] in special_ids and (edge is None or tail < edge):
         tail += 1
     n = len(ids) - head - tail
     while n > 0 and head + n + tail + most_added(n) > limit:
@@ -339,6 +342,8 @@ def settle_pooler(cfg: TrainConfig) -> tuple:
     An explicit ``--pooler`` is kept as it is. The choice is written into the run's config, so
     ``train_config.yaml``, the saved state and ``--resume`` all see the pooler that was trained.
     """
+    if cfg.resume:
+        return cfg, "as the run being resumed chose it"
     if cfg.pooler != AUTO_POOLER:
         return cfg, "given with --pooler (or in --config)"
     from esimcse_cli.core.contrastive import choose_pooler
@@ -390,10 +395,14 @@ def _hold_output(cfg: TrainConfig, dist) -> Any:
     if dist.is_main:
         try:
             out = _check_output_dir(cfg)
-            with _signals_held():  # a Ctrl-C lands after the lock is returned, so the caller releases it
+            with _signals_held():  # a Ctrl-C is held while the lock is taken, and lands just after
                 lock = runlock.acquire(out)
         except Exception as exc:
             failure = exc
+        except BaseException:  # that Ctrl-C: give the lock back before it unwinds
+            if lock is not None:
+                lock.release()
+            raise
     try:
         failed = distrib.any_rank(failure is not None, dist)
     except BaseException:
@@ -776,8 +785,9 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
     wall = time.time() - t_start
     sps = run_sentences / max(time.time() - run_t, 1e-9)
     if stopped is None and main:
-        if score_dev is None:
+        if score_dev is None:  # no selection in this run (also a --resume with --dev-data none): the last step
             export(step, None)
+            best_dev, best_step = None, None
         elif best_step is None:  # resumed at the end, or nothing evaluated: keep the current weights
             export(step, None)
         if not cfg.keep_state:
