@@ -314,12 +314,13 @@ def eval_sts(
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the full result as JSON (schema in the README)."),
     csv_path: Optional[str] = typer.Option(None, "--csv", help="Write task / subset / bucket rows as CSV."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow custom model code from the model folder/hub."),
+    update_card: bool = typer.Option(False, "--update-card", help="Add (or replace) the evaluation section of the --model folder's README.md model card."),
 ) -> None:
     """STS12-16, STS-B and SICK-R (SentEval protocol): cosine -> Spearman x100, every distinct sentence encoded once.
 
     Example: esimcse eval-sts ../shared/data --json sts.json
     """
-    from esimcse_cli.core import evaluate, stats
+    from esimcse_cli.core import card, evaluate, stats
     from esimcse_cli.core.atomic import check_output_path
     from esimcse_cli.core.models import load_encoder
 
@@ -335,6 +336,7 @@ def eval_sts(
     for out_path in (json_path, csv_path):
         if out_path:
             check_output_path(out_path)
+    card_dir = card.card_folder(model) if update_card else None  # the default or a hub model: refused before any work
     task_pairs = evaluate.load_tasks(_data_dir(data, data_dir), tasks, split, pairs or (), _split_columns(pairs_columns))
     enc = load_encoder(model, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
     n_distinct = len(evaluate.unique_sentences(task_pairs))
@@ -349,8 +351,9 @@ def eval_sts(
         evaluate.write_json(json_path, result)
     if csv_path:
         evaluate.write_csv(csv_path, evaluate.result_rows(result), evaluate.result_columns(result))
+    written_card = str(card.update_eval_section(card_dir, result)) if card_dir is not None else None
     ui.print_table(_eval_table(result, f"STS Spearman x100 — {enc.name}"))
-    for written in (json_path, csv_path):
+    for written in (json_path, csv_path, written_card):
         if written:
             ui.info(f"wrote {written}")
 

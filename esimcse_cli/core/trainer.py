@@ -71,6 +71,7 @@ import torch
 from esimcse_cli.core import checkpoint as ckpt
 from esimcse_cli.core import distributed as distrib
 from esimcse_cli.core.atomic import atomic_write_text
+from esimcse_cli.core.card import write_card
 from esimcse_cli.core.config import AUTO_POOLER, TrainConfig, check_values, to_cli_args, write_config
 from esimcse_cli.core.contrastive import ContrastiveModel
 from esimcse_cli.core.errors import ConfigError, EsimcseError, InputError
@@ -442,7 +443,7 @@ def clear_previous_run(out: Path) -> None:
 
     runlock.remove_stale(out)
     ckpt.remove_state(out)
-    for name in ("metrics.jsonl", "manifest.json", "train_config.yaml", "esimcse.json"):
+    for name in ("metrics.jsonl", "manifest.json", "train_config.yaml", "esimcse.json", "README.md", "dev_curve.png"):
         (out / name).unlink(missing_ok=True)
 
 
@@ -797,6 +798,7 @@ def _train(cfg, dist, work, signals, on_start, on_step, should_stop, command, t_
                          "start_dev": start_dev, "best_dev": best_dev, "best_step": best_step,
                          "kept_starting_model": best_step == 0, "wall_s": wall, "sentences_per_s": sps, "stopped": stopped})
         _write_json(out / "manifest.json", manifest)
+        write_card(out)  # README.md (+ dev_curve.png): the model card, from the files above; never fails the run
     corpus.close()
     distrib.barrier(dist)
     if stopped == "signal":
