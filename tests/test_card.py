@@ -173,3 +173,17 @@ def test_update_card_on_a_folder_without_a_card_and_refused_without_a_folder(tin
 
     r = run_main("eval-sts", str(dev_dir), "--update-card")
     assert r.code == 2 and len(r.lines) == 1 and "--update-card" in r.lines[0]
+
+
+def test_update_card_is_refused_before_the_data_is_read_and_overwrite_removes_the_card(tmp_path):
+    r = run_main("eval-sts", str(tmp_path / "no-such-data"), "--model", "default", "--update-card")
+    assert r.code == 2 and len(r.lines) == 1 and "--update-card" in r.lines[0] and "no-such-data" not in r.lines[0]
+
+    from esimcse_cli.core.trainer import clear_previous_run
+
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("README.md", "dev_curve.png", "notes.txt"):
+        (out / name).write_text("x")
+    clear_previous_run(out)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
