@@ -4,29 +4,17 @@ from __future__ import annotations
 
 import json
 import shlex
-from pathlib import Path
 
 import pytest
 import yaml
 
 from clirunner import run_main
-from sts_fixtures import make_senteval
-from test_do_no_harm import cfg_for, sentences
+from test_do_no_harm import cfg_for, corpus, dev_dir, sentences  # noqa: F401 (corpus, dev_dir: fixtures)
 from esimcse_cli.core import card
 from esimcse_cli.core.config import TrainConfig
 from esimcse_cli.core.trainer import config_for_resume, train
 
 
-@pytest.fixture()
-def corpus(tmp_path) -> Path:
-    p = tmp_path / "corpus.txt"
-    p.write_text("\n".join(sentences(80)) + "\n", encoding="utf-8")
-    return p
-
-
-@pytest.fixture()
-def dev_dir(tmp_path) -> Path:
-    return make_senteval(tmp_path / "senteval")
 
 
 def front_matter(text: str) -> dict:

@@ -239,7 +239,7 @@ def test_fit_for_copy_official_counts_inner_specials_as_content():
     ids = [1, 3] + [5] * 20 + [2]
     most = lambda n: n // 4
     paper = fit_for_copy(ids, 26, most, {1, 2, 3})
-    official = fit_for_copy(ids, 26, most, {1, 2, 3}, edge=1)
+    official = fit_for_copy(ids, 26, most, {1, 2, 3}, "official")
     assert len(official) - 2 + most(len(official) - 2) + 2 <= 26
     assert len(paper) >= len(official)
 

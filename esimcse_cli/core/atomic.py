@@ -191,27 +191,20 @@ def reserve_space(path: str | os.PathLike, size: int, start: int = 0, display: s
     work. ``os.posix_fallocate`` where it works; otherwise (no such call, or a file system that does not
     support it) zeros are written in chunks, which allocates the blocks just as well.
     """
-    display = display if display is not None else path
-    with open(path, "r+b") as f:
+    with disk_errors(display if display is not None else path), open(path, "r+b") as f:
         fd = f.fileno()
         try:
-            try:
-                os.posix_fallocate(fd, start, max(0, size - start))
-                return
-            except AttributeError:  # no posix_fallocate (macOS)
-                pass
-            except OSError as exc:
-                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS):
-                    raise
-            chunk = b"\0" * (1 << 20)
-            pos = start
-            while pos < size:
-                n = os.pwrite(fd, chunk[: min(len(chunk), size - pos)], pos)
-                pos += n
+            os.posix_fallocate(fd, start, max(0, size - start))
+            return
+        except AttributeError:  # no posix_fallocate (macOS)
+            pass
         except OSError as exc:
-            if exc.errno in _DISK_FULL:
-                raise InputError(f"{display}: {os.strerror(exc.errno)}") from None
-            raise
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS):
+                raise
+        chunk = b"\0" * (1 << 20)
+        pos = start
+        while pos < size:
+            pos += os.pwrite(fd, chunk[: min(len(chunk), size - pos)], pos)
 
 
 @contextmanager

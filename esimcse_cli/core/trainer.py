@@ -222,8 +222,7 @@ class Batcher:
                              return_attention_mask=False, return_token_type_ids=False)
         ids = enc["input_ids"]
         if self.limit is not None and self.cfg.repetition and self.cfg.augmentation != "deletion":
-            edge = 1 if self.cfg.repetition_variant == "official" else None
-            ids = [fit_for_copy(x, self.limit, self._most_added, self.special_ids, edge) for x in ids]
+            ids = [fit_for_copy(x, self.limit, self._most_added, self.special_ids, self.cfg.repetition_variant) for x in ids]
         return ids
 
     def _most_added(self, n: int) -> int:
@@ -240,28 +239,31 @@ class Batcher:
                              special_ids=self.special_ids, insert=self.insert)
 
 
-def fit_for_copy(ids: List[int], limit: int, most_added: Callable[[int], int], special_ids: set, edge: Optional[int] = None) -> List[int]:
+def fit_for_copy(ids: List[int], limit: int, most_added: Callable[[int], int], special_ids: set, variant: str = "paper") -> List[int]:
     """Truncate a sentence so that its repeated (or inserted-into) copy fits in ``limit`` positions.
 
     The copy is never cut: it must stay longer than the original, which is the point of word repetition.
-    Only a sentence within ``most_added(n)`` tokens of the model's position limit is shortened, to the
-    longest content length ``n`` with ``len + most_added(n) <= limit``; its leading and trailing special
-    tokens ([CLS] ... [SEP]) are kept. ``edge``: how many special tokens at each end are not content (the
-    ``official`` variant counts all but one at each end, as :func:`~esimcse_cli.core.augment.content_positions`;
-    ``None``: every leading and trailing special).
+    Only a sentence within ``most_added(N)`` tokens of the model's position limit is shortened: content tokens
+    go from the end, to the longest ``N`` with ``len + most_added(N) <= limit``, and what follows the last
+    content token ([SEP]) is kept. ``N`` counts what the second view counts
+    (:func:`~esimcse_cli.core.augment.content_positions` of ``variant``).
     """
-    if len(ids) + most_added(len(ids)) <= limit:  # n <= len(ids), and most_added grows with n
+    if len(ids) + most_added(len(ids)) <= limit:  # N <= len(ids), and most_added grows with N
         return ids
-    head = 0
-    while head < len(ids) and ids[head] in special_ids and (edge is None or head < edge):
-        head += 1
-    tail = 0
-    while tail < len(ids) - head and ids[len(ids) - 1 - tail] in special_ids and (edge is None or tail < edge):
-        tail += 1
-    n = len(ids) - head - tail
-    while n > 0 and head + n + tail + most_added(n) > limit:
-        n -= 1
-    return ids[: head + n] + ids[len(ids) - tail :]
+    from esimcse_cli.core.augment import content_positions
+
+    content = content_positions(ids, special_ids, variant)
+    if not content:
+        return ids
+    tail = ids[content[-1] + 1 :]
+
+    def head(m: int) -> int:  # the prefix that holds the first m content tokens
+        return content[m - 1] + 1 if m else content[0]
+
+    m = len(content)
+    while m > 0 and head(m) + len(tail) + most_added(m) > limit:
+        m -= 1
+    return ids[: head(m)] + tail
 
 
 # =============================================================================== helpers
