@@ -465,9 +465,7 @@ def compare_cmd(
     from esimcse_cli.core.atomic import check_output_path
 
     evaluate.check_eval_args(split, aggregate, length_unit, batch_size)
-    n = stats.DEFAULT_REPLICATES if bootstrap is None else bootstrap
-    level = stats.DEFAULT_LEVEL if ci is None else ci
-    stats.check_options(n, level)
+    n, level = stats.check_options(bootstrap, ci)
     bucket_spec = (buckets or evaluate.DEFAULT_BUCKETS) if (bucket_by_length or buckets) else None
     if bucket_spec:
         evaluate.parse_buckets(bucket_spec)
@@ -535,9 +533,7 @@ def length_analysis_cmd(
         raise ConfigError(f"--dup-rate {dup_rate}: must be in [0, 1]")
     from esimcse_cli.core import stats
 
-    n_boot = stats.DEFAULT_REPLICATES if bootstrap is None else bootstrap
-    level = stats.DEFAULT_LEVEL if ci is None else ci
-    stats.check_options(n_boot, level)
+    n_boot, level = stats.check_options(bootstrap, ci)
     bucket_spec = buckets or evaluate.DEFAULT_BUCKETS
     evaluate.parse_buckets(bucket_spec)
     for out_path in (json_path, plot):

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -49,14 +49,19 @@ DEFAULT_SEED = 42
 BLOCK_CELLS = 1 << 21  # replicates x pairs per block: each float64 matrix of a block stays near 16 MiB
 
 
-def check_options(n, level: Optional[float] = None) -> None:
-    """Refuse fewer than :data:`MIN_REPLICATES` replicates and a level outside (0, 1), with one line."""
+def check_options(n=None, level: Optional[float] = None) -> Tuple[int, float]:
+    """Refuse fewer than :data:`MIN_REPLICATES` replicates and a level outside (0, 1), with one line.
+
+    Returns ``(n, level)`` with the defaults in place of ``None``.
+    """
+    n = DEFAULT_REPLICATES if n is None else n
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise ConfigError(f"--bootstrap {n!r}: give a whole number of replicates (default {DEFAULT_REPLICATES})")
     if n < MIN_REPLICATES:
         raise ConfigError(f"--bootstrap {n}: use at least {MIN_REPLICATES} replicates (default {DEFAULT_REPLICATES})")
     if level is not None and not 0.0 < float(level) < 1.0:
         raise ConfigError(f"--ci {level:g}: the level must be between 0 and 1, e.g. 0.95")
+    return n, DEFAULT_LEVEL if level is None else float(level)
 
 
 # ------------------------------------------------------------------------------------------------
