@@ -26,6 +26,15 @@ class ConfigError(EsimcseError):
     """A bad option value or configuration file."""
 
 
+def first_line(exc: BaseException, default: str = "") -> str:
+    """The first line of an exception's message (stripped), or ``default`` when it has none.
+
+    Messages of other libraries (pandas, safetensors, transformers) run over many lines; ours are one line,
+    so a wrapped error quotes only the first: ``f"{path}: cannot read ({first_line(exc, type(exc).__name__)})"``.
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else default
+
 
 @contextmanager
 def naming_stdout() -> Iterator[None]:
