@@ -10,17 +10,24 @@ Formats, by suffix:
 
 Text must be UTF-8. ``encoding_errors="replace"`` (CLI ``--encoding-errors replace``) turns undecodable
 bytes into U+FFFD instead of stopping with ``file:line: not valid UTF-8``.
+
+:class:`CorpusIndex` is the training corpus: read once into a spool file (one sentence per line, on disk)
+while each kept line's byte offset goes into a compact array (8 bytes a line); a batch is read by seeking.
+Blank lines are skipped and counted; ``dedupe`` drops exact repeats (first occurrence kept, by 8-byte hashes).
+Memory holds neither the corpus nor its tokens.
 """
 
 from __future__ import annotations
 
+import array
+import hashlib
 import os
 import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 from esimcse_cli.core.errors import InputError
 
@@ -209,3 +216,68 @@ def count_texts(path: str | os.PathLike, text_column: str | None = None, encodin
         except Exception as exc:
             raise InputError(f"{path}: cannot read as parquet: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     return sum(1 for _ in iter_texts(path, text_column, encoding_errors))
+
+
+class CorpusIndex:
+    """Kept sentences of a corpus, spooled to disk, addressed by an offsets array."""
+
+    def __init__(self, spool: Path, offsets, stats: dict[str, Any]):
+        self.spool = spool
+        self.offsets = offsets  # np.ndarray of int64 byte offsets into the spool
+        self.stats = stats
+        self._fh = open(spool, "rb")
+
+    def __len__(self) -> int:
+        return int(self.offsets.shape[0])
+
+    def get(self, indices: Sequence[int]) -> list[str]:
+        out = []
+        for i in indices:
+            self._fh.seek(int(self.offsets[i]))
+            out.append(self._fh.readline().rstrip(b"\n").decode("utf-8"))
+        return out
+
+    def close(self) -> None:
+        self._fh.close()
+
+    @classmethod
+    def build(cls, source: str, workdir: Path, text_column: str | None = None, encoding_errors: str = "strict", dedupe: bool = False,
+              stop: Callable[[], bool] | None = None) -> "CorpusIndex":
+        """Spool ``source``; ``stop()`` is polled every 64k lines and, when true, raises :class:`KeyboardInterrupt`."""
+        import numpy as np
+
+        display = "<stdin>" if str(source) == "-" else str(source)
+        spool = workdir / "corpus.spool.txt"
+        offsets = array.array("q")
+        hashes = array.array("Q") if dedupe else None
+        n_lines = n_blank = 0
+        sha = hashlib.sha256()
+        with materialize(source) as path:
+            with open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    sha.update(block)
+            pos = 0
+            with open(spool, "wb") as out:
+                for _, text in iter_texts(path, text_column, encoding_errors, display=display):
+                    n_lines += 1
+                    if stop is not None and not n_lines & 0xFFFF and stop():
+                        raise KeyboardInterrupt
+                    if not text.strip():
+                        n_blank += 1
+                        continue
+                    data = (text.replace("\r", " ").replace("\n", " ") + "\n").encode("utf-8")
+                    if hashes is not None:
+                        hashes.append(int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little"))
+                    offsets.append(pos)
+                    out.write(data)
+                    pos += len(data)
+        off = np.frombuffer(offsets, dtype=np.int64).copy()
+        n_dupes = 0
+        if hashes is not None and len(off):
+            h = np.frombuffer(hashes, dtype=np.uint64)
+            _, first = np.unique(h, return_index=True)
+            keep = np.sort(first)
+            n_dupes = int(len(off) - len(keep))
+            off = off[keep]
+        stats = {"lines": n_lines, "blank": n_blank, "duplicates": n_dupes, "sentences": int(len(off)), "sha256": sha.hexdigest(), "source": display}
+        return cls(spool, off, stats)
