@@ -767,28 +767,6 @@ def train_cmd(
         ui.warn(f"no step beat the starting model on STS-B dev ({res.start_dev:.2f}); the output is the starting model")
 
 
-def _on_signal(signum, frame) -> None:
-    """SIGINT and SIGTERM both become KeyboardInterrupt, so atomic writers and progress bars clean up."""
-    _state["signal"] = signum
-    raise KeyboardInterrupt
-
-
-def _install_signal_handlers() -> dict:
-    """Route SIGINT/SIGTERM through :func:`_on_signal` (main thread only; a signal the parent ignores stays ignored)."""
-    import signal
-    import threading
-
-    saved: dict = {}
-    if threading.current_thread() is not threading.main_thread():
-        return saved
-    for sig, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
-        current = signal.getsignal(sig)
-        if current is default:
-            saved[sig] = current
-            signal.signal(sig, _on_signal)
-    return saved
-
-
 def _environment_errnos() -> frozenset:
     import errno
 
@@ -811,9 +789,10 @@ def main() -> None:
     """
     import signal
 
-    _state.pop("signal", None)
+    from esimcse_cli.core import signals
+
     _state["debug"] = os.environ.get("ESIMCSE_DEBUG", "") not in ("", "0")  # --debug sets it again per run
-    saved = _install_signal_handlers()
+    saved = signals.install_interrupt_handlers()  # SIGINT/SIGTERM -> KeyboardInterrupt, the signal remembered
     try:
         rv = app(args=_bootstrap_default(sys.argv[1:]), standalone_mode=False)
     except typer.TyperException as exc:  # click's usage errors (Typer vendors click): one line, no box
@@ -851,10 +830,9 @@ def main() -> None:
         ui.error(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (rerun with --debug for the traceback)")
         sys.exit(1)
     finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+        signals.restore(saved)
     if isinstance(rv, int) and rv:
-        got = _state.get("signal")
+        got = signals.last_signal()
         if got is not None and rv == 130:  # Typer turns KeyboardInterrupt into exit 130
             rv = 128 + int(got)
             ui.error(f"interrupted ({signal.Signals(got).name})")
