@@ -33,12 +33,57 @@ import numpy as np
 
 from esimcse_cli.core import evaluate, stats
 from esimcse_cli.core.errors import ConfigError, InputError
-from esimcse_cli.core.evaluate import TaskScores
+from esimcse_cli.core.evaluate import ProgressFactory, TaskScores
 from esimcse_cli.core.sts import Pair
 
 DEFAULT_PROBE_SENTENCES = 1000
 DEFAULT_SEED = 42
 MIN_PROBE_POINT = 10  # a per-count mean of fewer probe sentences is "sparse": marked, not joined into the curve
+PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")
+
+
+def check_length_args(
+    split: str,
+    length_unit: str,
+    batch_size: int,
+    *,
+    probe_sentences: int = DEFAULT_PROBE_SENTENCES,
+    variant: str = "paper",
+    dup_rate: float = 0.32,
+    bootstrap: Optional[int] = None,
+    ci: Optional[float] = None,
+    buckets: Optional[str] = None,
+    json_path: Optional[str] = None,
+    plot: Optional[str] = None,
+    models: Sequence[str] = (),
+) -> Tuple[int, float, str]:
+    """``length-analysis``'s checks, before any data is read or any model loaded: ``(replicates, level, bucket spec)``.
+
+    Every model (the bundled one when none is given) is checked here, so that a bad second model is refused
+    before the first one has run.
+    """
+    from esimcse_cli.core.atomic import check_output_path
+    from esimcse_cli.core.augment import VARIANTS
+    from esimcse_cli.core.models import check_model
+
+    evaluate.check_eval_args(split, "all", length_unit, batch_size)
+    if probe_sentences < 0:
+        raise ConfigError(f"--probe-sentences {probe_sentences}: must be 0 or more")
+    if variant not in VARIANTS:
+        raise ConfigError(f"--variant {variant!r}: choose from {', '.join(VARIANTS)}")
+    if not 0.0 <= dup_rate <= 1.0:
+        raise ConfigError(f"--dup-rate {dup_rate}: must be in [0, 1]")
+    n, level = stats.check_options(bootstrap, ci)
+    spec = buckets or evaluate.DEFAULT_BUCKETS
+    evaluate.parse_buckets(spec)
+    for path in (json_path, plot):
+        if path:
+            check_output_path(path)
+    if plot:
+        plot_format(plot)
+    for model in list(models) or ["default"]:
+        check_model(model)
+    return n, level, spec
 
 
 # ------------------------------------------------------------------------------------------------
@@ -114,7 +159,7 @@ def repetition_probe(
         return out
     emb = np.asarray(encoder.encode(list(originals) + list(copies), batch_size=batch_size, normalize=False, progress=progress))
     n = len(originals)
-    cos = evaluate._cosine_rows(emb, np.arange(n), np.arange(n, 2 * n))
+    cos = evaluate.cosine_rows(emb, np.arange(n), np.arange(n, 2 * n))
     slope, intercept = fit_slope(inserted, cos)
     per_count = []
     for k in np.unique(inserted):
@@ -265,11 +310,17 @@ def length_analysis(
     device: str = "auto",
     bootstrap: int = stats.DEFAULT_REPLICATES,
     level: float = stats.DEFAULT_LEVEL,
+    trust_remote_code: bool = False,
+    progress: Optional[ProgressFactory] = None,
 ) -> dict:
-    """The whole report for programmatic use (the CLI runs the same steps with progress bars).
+    """The whole ``length-analysis`` report: load the tasks, choose the probe, score each model, add the intervals.
 
-    ``bootstrap`` replicates (seeded by ``seed``) give the intervals and the paired gap differences.
+    ``data_dir`` ``None``: looked for (:func:`~esimcse_cli.core.sts.find_data_dir`). ``bootstrap`` replicates
+    (seeded by ``seed``) give the intervals and the paired gap differences. ``progress(label, total)`` gives
+    each model's bar.
     """
+    import contextlib
+
     from esimcse_cli.core.models import load_encoder
 
     evaluate.parse_buckets(buckets)  # fail early on a bad spec
@@ -278,11 +329,15 @@ def length_analysis(
     probe_texts, probe_meta = choose_probe_texts(task_pairs, probe_sentences, probe_corpus, seed)
     models, scores = [], []
     for spec in (list(model_specs) or [None]):
-        enc = load_encoder(spec, pooling=pooling, max_length=max_length, device=device)
-        entry, sc = score_model(enc, task_pairs, probe_texts, split, buckets, length_unit, batch_size,
-                                dup_rate, variant, seed, label=spec or "default")
+        label = spec or "default"
+        enc = load_encoder(spec, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
+        bar = progress(label, probe_work(task_pairs, probe_texts)) if progress is not None else contextlib.nullcontext(None)
+        with bar as advance:
+            entry, sc = score_model(enc, task_pairs, probe_texts, split, buckets, length_unit, batch_size,
+                                    dup_rate, variant, seed, label=label, progress=advance)
         models.append(entry)
         scores.append(sc)
+        del enc
     if probe_meta is not None:
         probe_meta.update({"dup_rate": dup_rate, "variant": variant, "level": "subword"})
     return add_intervals(build_report(models, split, buckets, length_unit, probe_meta), scores, bootstrap, level, seed)
@@ -305,23 +360,31 @@ def choose_probe_texts(task_pairs, n: int, corpus=None, seed: int = DEFAULT_SEED
 # ------------------------------------------------------------------------------------------------
 # Plot
 # ------------------------------------------------------------------------------------------------
-def plot_report(report: dict, path: Union[str, os.PathLike]) -> None:
-    """Grouped bar chart of Spearman per bucket, per model (one panel per task), plus the probe curve."""
+def plot_format(path: Union[str, os.PathLike]) -> str:
+    """The image format of ``--plot`` (by its suffix; none: png), once matplotlib is known to be there."""
     from pathlib import Path
 
+    ext = Path(path).suffix.lower().lstrip(".") or "png"
+    if ext not in PLOT_FORMATS:
+        raise ConfigError(f"--plot {path}: use a .png, .pdf, .svg or .jpg file name")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ConfigError("--plot needs matplotlib: pip install 'esimcse-cli[plot]'") from None
+    return ext
+
+
+def plot_report(report: dict, path: Union[str, os.PathLike]) -> None:
+    """Grouped bar chart of Spearman per bucket, per model (one panel per task), plus the probe curve."""
     from esimcse_cli.core.atomic import atomic_path, check_output_path
 
     check_output_path(path)
-    try:
-        import matplotlib
+    ext = plot_format(path)
+    import matplotlib
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ConfigError("--plot needs matplotlib: pip install 'esimcse-cli[plot]'") from None
-    ext = Path(path).suffix.lower().lstrip(".") or "png"
-    if ext not in ("png", "pdf", "svg", "jpg", "jpeg"):
-        raise ConfigError(f"--plot {path}: use a .png, .pdf, .svg or .jpg file name")
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
     models = report["models"]
     tasks = list(models[0]["tasks"]) if models else []
     has_probe = any(m.get("probe") and m["probe"].get("per_count") for m in models)
