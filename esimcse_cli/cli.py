@@ -208,7 +208,9 @@ def _augment_show(augmenter, records: list, n_lines: int, to_file: bool) -> None
 
 
 # ---- eval-sts / length-analysis ----------------------------------------------------------------
-DATA_DIR_HELP = "SentEval's data/downstream folder (with STS/ and SICK/) or a parent of it, e.g. ../shared/data."
+DATA_DIR_HELP = ("SentEval's data/downstream folder (with STS/ and SICK/) or a parent of it, e.g. ../shared/data "
+                 "(default: $ESIMCSE_DATA_DIR, else the first of ./SentEval/data/downstream, ./data/downstream and "
+                 "~/.local/share/esimcse/downstream that holds it).")
 TASKS_HELP = "Comma-separated tasks: STS12,STS13,STS14,STS15,STS16,STSBenchmark,SICKRelatedness (default: all)."
 BUCKETS_HELP = "Length-difference buckets, inclusive ranges from 0 with an open end: default 0-3,4- (the paper's <=3 vs >3)."
 BOOTSTRAP_HELP = "Resample each task's scored pairs N times (default 1000 when given alone; at least 100) for percentile intervals."
@@ -262,6 +264,78 @@ def _eval_table(result: dict, title: str):
     return table
 
 
+def _length_tables(report: dict) -> list:
+    """length-analysis's tables: Spearman per bucket and the gap, the gap differences (several models), the probe."""
+    results = report["models"]
+    specs = [m["model"] for m in results]
+    labels = dict(zip(specs, _short_labels(specs)))
+    tables = [_length_table(report, labels)]
+    if len(results) > 1:
+        tables.append(_gap_diff_table(report, labels))
+    if report["probe"] is not None:
+        tables.append(_probe_table(report, labels))
+    return tables
+
+
+def _length_table(report: dict, labels: dict):
+    from rich.text import Text
+
+    names = [b["name"] for b in report["buckets"]]
+    table = ui.new_table(f"Spearman x100 by length difference |len(a) - len(b)| in {report['length_unit']} "
+                         f"(gap = bucket {names[0]} − bucket {names[-1]})", "model", "task", "pairs", "Spearman")
+    for name in names:
+        table.add_column(name, justify="right")
+    table.add_column("gap", justify="right")
+    for m in report["models"]:
+        for task, e in m["tasks"].items():
+            table.add_row(labels[m["model"]], task, str(e["pairs"]), _fmt_ci(e["spearman"], e.get("ci")),
+                          *[_bucket_cell(b) for b in e["buckets"]], _fmt_ci(m["gap"][task], (m.get("gap_ci") or {}).get(task)))
+        table.add_row(labels[m["model"]], "avg", "", _fmt_ci(m["avg"], m.get("avg_ci")), *([""] * len(names)),
+                      _fmt_ci(m["avg_gap"], m.get("avg_gap_ci")), style="bold")
+        table.add_section()
+    bs = report["bootstrap"]
+    table.caption = Text(f"[lo, hi]: {bs['level']:.0%} bootstrap interval ({bs['n']} replicates, seed {bs['seed']}); (n): pairs in the bucket.")
+    return table
+
+
+def _gap_diff_table(report: dict, labels: dict):
+    from rich.text import Text
+
+    results, bs = report["models"], report["bootstrap"]
+    first = labels[results[0]["model"]]
+    task_names = list(results[0]["tasks"])
+    table = ui.new_table(f"Gap difference from {first}: gap(model) − gap({first}), paired bootstrap", "model", *task_names, "avg")
+    for col in table.columns[1:]:
+        col.justify = "right"
+    for m in results[1:]:
+        table.add_row(labels[m["model"]], *[_diff_cell(m["gap_diff"][t], bs["n"]) for t in task_names],
+                      _diff_cell(m["avg_gap_diff"], bs["n"]))
+    table.caption = Text(f"[lo, hi]: {bs['level']:.0%} interval of the difference, measured on the same resamples; * (green: higher, "
+                         f"red: lower): p < {1 - bs['level']:.2g}, a difference larger than the resampling noise.")
+    return table
+
+
+def _probe_table(report: dict, labels: dict):
+    from esimcse_cli.core.length import MIN_PROBE_POINT
+
+    probe = report["probe"]
+    src = "STS sentences" if probe["source"] == "sts" else probe["source"]
+    table = ui.new_table(
+        f"Repetition probe: {probe['sentences']} {src}, dup-rate {probe['dup_rate']:g} ({probe['variant']}), seed {probe['seed']}",
+        "model", "mean inserted", "mean cosine", "slope / inserted token")
+    for m in report["models"]:
+        p = m["probe"]
+        slope = "—" if p["slope"] is None else f"{p['slope']:+.5f}"
+        mc = "—" if p["mean_cosine"] is None else f"{p['mean_cosine']:.4f}"
+        mi = "—" if p["mean_inserted"] is None else f"{p['mean_inserted']:.2f}"
+        table.add_row(labels[m["model"]], mi, mc, slope)
+    sparse = sum(1 for m in report["models"] for p in m["probe"].get("per_count", []) if p.get("sparse"))
+    if sparse:
+        table.caption = (f"{sparse} per-count mean(s) rest on fewer than {MIN_PROBE_POINT} sentences: "
+                         "\"sparse\" in the JSON, hollow and unconnected in the plot.")
+    return table
+
+
 def _short_labels(specs: List[str]) -> List[str]:
     """Model labels for tables: the shortest path tails that still tell the models apart."""
     parts = [Path(s).parts or (s,) for s in specs]
@@ -272,29 +346,10 @@ def _short_labels(specs: List[str]) -> List[str]:
     return list(specs)
 
 
-def _split_columns(spec: Optional[str]) -> tuple:
-    if not spec:
-        return (None, None, None)
-    parts = [p.strip() or None for p in spec.split(",")]
-    if len(parts) != 3:
-        from esimcse_cli.core.errors import ConfigError
-
-        raise ConfigError(f"--pairs-columns {spec!r}: give three columns, sentence1,sentence2,score (names or 0-based indices)")
-    return tuple(parts)
-
-
-def _data_dir(positional: Optional[str], option: Optional[str]) -> Optional[str]:
-    if positional and option and Path(positional) != Path(option):
-        from esimcse_cli.core.errors import ConfigError
-
-        raise ConfigError(f"two data folders given ({positional} and --data-dir {option}): give one")
-    return positional or option
-
-
 @app.command("eval-sts")
 def eval_sts(
     data: Optional[str] = typer.Argument(None, metavar="DATA_DIR", help="Same as --data-dir."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", "-d", envvar="ESIMCSE_DATA_DIR", help=DATA_DIR_HELP),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", "-d", help=DATA_DIR_HELP),
     tasks: Optional[str] = typer.Option(None, "--tasks", "-t", help=TASKS_HELP),
     split: str = typer.Option("test", "--split", help="Split for STSBenchmark and SICKRelatedness: test | dev | train (SICK dev = trial)."),
     aggregate: str = typer.Option("all", "--aggregate", help="STS12-16 score: all (SentEval's, one Spearman over all subsets) | mean | wmean."),
@@ -320,24 +375,13 @@ def eval_sts(
 
     Example: esimcse eval-sts ../shared/data --json sts.json
     """
-    from esimcse_cli.core import card, evaluate, stats
-    from esimcse_cli.core.atomic import check_output_path
+    from esimcse_cli.core import card, evaluate, pairs_file, sts
     from esimcse_cli.core.models import load_encoder
 
-    evaluate.check_eval_args(split, aggregate, length_unit, batch_size)
-    if bootstrap is None and ci is not None:
-        bootstrap = stats.DEFAULT_REPLICATES
-    if bootstrap is not None:
-        stats.check_options(bootstrap, ci)
-    bucket_spec = None
-    if bucket_by_length or buckets:
-        bucket_spec = buckets or evaluate.DEFAULT_BUCKETS
-        evaluate.parse_buckets(bucket_spec)
-    for out_path in (json_path, csv_path):
-        if out_path:
-            check_output_path(out_path)
+    bootstrap, bucket_spec = evaluate.check_sts_args(split, aggregate, length_unit, batch_size, bootstrap=bootstrap, ci=ci,
+                                                     bucket_by_length=bucket_by_length, buckets=buckets, outputs=(json_path, csv_path))
     card_dir = card.card_folder(model) if update_card else None  # the default or a hub model: refused before any work
-    task_pairs = evaluate.load_tasks(_data_dir(data, data_dir), tasks, split, pairs or (), _split_columns(pairs_columns))
+    task_pairs = evaluate.load_tasks(sts.given_data_dir(data, data_dir), tasks, split, pairs or (), pairs_file.parse_columns(pairs_columns))
     enc = load_encoder(model, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
     n_distinct = len(evaluate.unique_sentences(task_pairs))
     with ui.progress_bar(n_distinct, "encoding STS sentences", unit="sent") as advance:
@@ -438,7 +482,7 @@ def compare_cmd(
     data: Optional[str] = typer.Argument(None, metavar="DATA_DIR", help="Same as --data-dir."),
     models: Optional[List[str]] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " Repeat; the first model (or group) is the baseline."),
     groups: Optional[List[str]] = typer.Option(None, "--group", help="NAME=PATH,PATH,...: several seeds of one method in place of a --model; scored as their mean, its interval includes the seed spread."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", "-d", envvar="ESIMCSE_DATA_DIR", help=DATA_DIR_HELP),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", "-d", help=DATA_DIR_HELP),
     tasks: Optional[str] = typer.Option(None, "--tasks", "-t", help=TASKS_HELP),
     split: str = typer.Option("test", "--split", help="Split for STSBenchmark and SICKRelatedness: test | dev | train."),
     aggregate: str = typer.Option("all", "--aggregate", help="STS12-16 score: all | mean | wmean (as eval-sts)."),
@@ -461,22 +505,16 @@ def compare_cmd(
 
     Example: esimcse compare ../shared/data -m runs/simcse -m runs/esimcse --tasks stsb,sick --json cmp.json
     """
-    from esimcse_cli.core import compare, evaluate, stats
-    from esimcse_cli.core.atomic import check_output_path
+    from esimcse_cli.core import compare, evaluate, pairs_file, stats, sts
 
-    evaluate.check_eval_args(split, aggregate, length_unit, batch_size)
-    n, level = stats.check_options(bootstrap, ci)
-    bucket_spec = (buckets or evaluate.DEFAULT_BUCKETS) if (bucket_by_length or buckets) else None
-    if bucket_spec:
-        evaluate.parse_buckets(bucket_spec)
-    if json_path:
-        check_output_path(json_path)
+    n, level, bucket_spec = compare.check_compare_args(split, aggregate, length_unit, batch_size, bootstrap=bootstrap, ci=ci,
+                                                       bucket_by_length=bucket_by_length, buckets=buckets, json_path=json_path)
     items = _entry_items(list(models or []), list(groups or []))
     model_specs = [v for k, v in items if k == "model"]
     short = iter(_short_labels(model_specs)) if model_specs else iter(())
     entries = compare.build_entries(items, [next(short) if k == "model" else "" for k, _ in items])
     compare.check_models(entries)
-    task_pairs = evaluate.load_tasks(_data_dir(data, data_dir), tasks, split, pairs or (), _split_columns(pairs_columns))
+    task_pairs = evaluate.load_tasks(sts.given_data_dir(data, data_dir), tasks, split, pairs or (), pairs_file.parse_columns(pairs_columns))
     report = compare.compare_models(
         entries, task_pairs, split=split, aggregate=aggregate, buckets=bucket_spec, length_unit=length_unit, n=n, level=level,
         seed=stats.DEFAULT_SEED if seed is None else seed, pooling=pooling, max_length=max_length, device=device,
@@ -495,7 +533,7 @@ def compare_cmd(
 def length_analysis_cmd(
     data: Optional[str] = typer.Argument(None, metavar="DATA_DIR", help="Same as --data-dir."),
     models: Optional[List[str]] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " Repeat to compare models (default: the bundled model)."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", "-d", envvar="ESIMCSE_DATA_DIR", help=DATA_DIR_HELP),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", "-d", help=DATA_DIR_HELP),
     tasks: Optional[str] = typer.Option(None, "--tasks", "-t", help=TASKS_HELP),
     split: str = typer.Option("test", "--split", help="Split for STSBenchmark and SICKRelatedness: test | dev | train."),
     buckets: Optional[str] = typer.Option(None, "--buckets", help=BUCKETS_HELP),
@@ -519,99 +557,19 @@ def length_analysis_cmd(
 
     Example: esimcse length-analysis -m runs/simcse -m runs/esimcse --data-dir ../shared/data --plot len.png
     """
-    from esimcse_cli.core import evaluate, length
-    from esimcse_cli.core.atomic import check_output_path
-    from esimcse_cli.core.errors import ConfigError
-    from esimcse_cli.core.models import load_encoder
+    from esimcse_cli.core import evaluate, length, sts
 
-    evaluate.check_eval_args(split, "all", length_unit, batch_size)
-    if probe_sentences < 0:
-        raise ConfigError(f"--probe-sentences {probe_sentences}: must be 0 or more")
-    if variant not in ("paper", "official"):
-        raise ConfigError(f"--variant {variant!r}: choose from paper, official")
-    if not 0.0 <= dup_rate <= 1.0:
-        raise ConfigError(f"--dup-rate {dup_rate}: must be in [0, 1]")
-    from esimcse_cli.core import stats
-
-    n_boot, level = stats.check_options(bootstrap, ci)
-    bucket_spec = buckets or evaluate.DEFAULT_BUCKETS
-    evaluate.parse_buckets(bucket_spec)
-    for out_path in (json_path, plot):
-        if out_path:
-            check_output_path(out_path)
-    if plot:
-        if Path(plot).suffix.lower() not in ("", ".png", ".pdf", ".svg", ".jpg", ".jpeg"):  # none: png
-            raise ConfigError(f"--plot {plot}: use a .png, .pdf, .svg or .jpg file name")
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise ConfigError("--plot needs matplotlib: pip install 'esimcse-cli[plot]'") from None
-    from esimcse_cli.core.models import check_model
-
-    for spec in models or ["default"]:  # every model is checked before the first one runs
-        check_model(spec)
-    task_pairs = evaluate.load_tasks(_data_dir(data, data_dir), tasks, split)
-    probe_texts, probe_meta = length.choose_probe_texts(task_pairs, probe_sentences, probe_corpus, seed)
-    specs = list(models or ["default"])
-    results, scores = [], []
-    for spec in specs:
-        enc = load_encoder(spec, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
-        with ui.progress_bar(length.probe_work(task_pairs, probe_texts), f"{spec}", unit="sent") as advance:
-            entry, scored = length.score_model(enc, task_pairs, probe_texts, split, bucket_spec, length_unit, batch_size,
-                                               dup_rate, variant, seed, label=spec, progress=advance)
-        results.append(entry)
-        scores.append(scored)
-    if probe_meta is not None:
-        probe_meta.update({"dup_rate": dup_rate, "variant": variant, "level": "subword"})
-    report = length.add_intervals(length.build_report(results, split, bucket_spec, length_unit, probe_meta), scores, n_boot, level, seed)
-
-    from rich.text import Text
-
-    names = [b["name"] for b in report["buckets"]]
-    labels = dict(zip(specs, _short_labels(specs)))
-    table = ui.new_table(f"Spearman x100 by length difference |len(a) - len(b)| in {length_unit} "
-                         f"(gap = bucket {names[0]} − bucket {names[-1]})", "model", "task", "pairs", "Spearman")
-    for name in names:
-        table.add_column(name, justify="right")
-    table.add_column("gap", justify="right")
-    for m in results:
-        for task, e in m["tasks"].items():
-            table.add_row(labels[m["model"]], task, str(e["pairs"]), _fmt_ci(e["spearman"], e.get("ci")),
-                          *[_bucket_cell(b) for b in e["buckets"]], _fmt_ci(m["gap"][task], (m.get("gap_ci") or {}).get(task)))
-        table.add_row(labels[m["model"]], "avg", "", _fmt_ci(m["avg"], m.get("avg_ci")), *([""] * len(names)),
-                      _fmt_ci(m["avg_gap"], m.get("avg_gap_ci")), style="bold")
-        table.add_section()
-    bs = report["bootstrap"]
-    table.caption = Text(f"[lo, hi]: {bs['level']:.0%} bootstrap interval ({bs['n']} replicates, seed {bs['seed']}); (n): pairs in the bucket.")
-    ui.print_table(table)
-    if len(results) > 1:
-        first = labels[results[0]["model"]]
-        task_names = list(results[0]["tasks"])
-        gtable = ui.new_table(f"Gap difference from {first}: gap(model) − gap({first}), paired bootstrap", "model", *task_names, "avg")
-        for col in gtable.columns[1:]:
-            col.justify = "right"
-        for m in results[1:]:
-            gtable.add_row(labels[m["model"]], *[_diff_cell(m["gap_diff"][t], bs["n"]) for t in task_names],
-                           _diff_cell(m["avg_gap_diff"], bs["n"]))
-        gtable.caption = Text(f"[lo, hi]: {bs['level']:.0%} interval of the difference, measured on the same resamples; * (green: higher, "
-                              f"red: lower): p < {1 - bs['level']:.2g}, a difference larger than the resampling noise.")
-        ui.print_table(gtable)
-    if probe_meta is not None:
-        src = "STS sentences" if probe_meta["source"] == "sts" else probe_meta["source"]
-        ptable = ui.new_table(
-            f"Repetition probe: {probe_meta['sentences']} {src}, dup-rate {dup_rate:g} ({variant}), seed {seed}",
-            "model", "mean inserted", "mean cosine", "slope / inserted token")
-        for m in results:
-            p = m["probe"]
-            slope = "—" if p["slope"] is None else f"{p['slope']:+.5f}"
-            mc = "—" if p["mean_cosine"] is None else f"{p['mean_cosine']:.4f}"
-            mi = "—" if p["mean_inserted"] is None else f"{p['mean_inserted']:.2f}"
-            ptable.add_row(labels[m["model"]], mi, mc, slope)
-        sparse = sum(1 for m in results for p in m["probe"].get("per_count", []) if p.get("sparse"))
-        if sparse:
-            ptable.caption = (f"{sparse} per-count mean(s) rest on fewer than {length.MIN_PROBE_POINT} sentences: "
-                              "\"sparse\" in the JSON, hollow and unconnected in the plot.")
-        ui.print_table(ptable)
+    specs = list(models or [])
+    n_boot, level, bucket_spec = length.check_length_args(
+        split, length_unit, batch_size, probe_sentences=probe_sentences, variant=variant, dup_rate=dup_rate, bootstrap=bootstrap,
+        ci=ci, buckets=buckets, json_path=json_path, plot=plot, models=specs)
+    report = length.length_analysis(
+        specs, sts.given_data_dir(data, data_dir), tasks, split=split, buckets=bucket_spec, length_unit=length_unit,
+        batch_size=batch_size, probe_sentences=probe_sentences, probe_corpus=probe_corpus, dup_rate=dup_rate, variant=variant,
+        seed=seed, pooling=pooling, max_length=max_length, device=device, bootstrap=n_boot, level=level,
+        trust_remote_code=trust_remote_code, progress=lambda label, total: ui.progress_bar(total, label, unit="sent"))
+    for table in _length_tables(report):
+        ui.print_table(table)
     if json_path:
         evaluate.write_json(json_path, report)
         ui.info(f"wrote {json_path}")
