@@ -110,74 +110,25 @@ def augment_cmd(
 
     Example: esimcse augment sample_data/corpus.txt --seed 1 -o augmented.txt
     """
-    from esimcse_cli.core import augment as aug
-    from esimcse_cli.core.atomic import atomic_path, check_output_path
-    from esimcse_cli.core.errors import ConfigError, InputError
+    from esimcse_cli.core.augment_text import Augmenter, augment_file, check_augment_args, needs_tokenizer
+    from esimcse_cli.core.models import load_tokenizer
 
-    aug.check_options(method, level, variant, insert_token, dup_rate)
-    if show_limit < 0:
-        raise ConfigError(f"--show-limit must be 0 or more, got {show_limit}")
-    aug.check_input_path(input)
+    check_augment_args(input, output, method=method, level=level, variant=variant, insert_token=insert_token,
+                       dup_rate=dup_rate, show_limit=show_limit, encoding_errors=encoding_errors)
+    tokenizer = load_tokenizer(model) if needs_tokenizer(method, level, insert_token) else None
+    augmenter = Augmenter(tokenizer, method, level, dup_rate, variant, insert_token, seed)
+    result = augment_file(augmenter, input, output, encoding_errors=encoding_errors, show_limit=show_limit if show else 0,
+                          progress=_augment_bar if ui.console.is_terminal else None)  # counting the lines is a pass: only for a bar
     to_file = output is not None and output != "-"
     if to_file:
-        check_output_path(output)
-        if input != "-" and Path(output).exists() and os.path.samefile(input, output):
-            raise InputError(f"{output}: is also the input file; writing there would destroy it (choose another -o)")
-    if not to_file:  # stdout cannot be taken back: find undecodable bytes (and emptiness) before the first line goes out
-        aug.check_input_text(input, encoding_errors)
-    tokenizer = aug.load_tokenizer(model) if aug.needs_tokenizer(method, level, insert_token) else None
-    augmenter = aug.Augmenter(tokenizer, method, level, dup_rate, variant, insert_token, seed)
+        ui.info(f"augment: {result.lines} lines, {result.changed} tokens changed -> {output}")
+    if show and not result.reader_gone:
+        _augment_show(augmenter, result.shown, result.lines, to_file)
 
-    shown: list = []
-    counts = {"lines": 0, "changed": 0}
 
-    def run(write) -> None:
-        total = aug.count_lines(input) if ui.console.is_terminal else None
-        use_bar = total is not None and total >= 2000
-        bar = ui.progress_bar(total, "augment", unit="line") if use_bar else contextlib.nullcontext(None)
-        with bar as advance:
-            records = augmenter.records(aug.read_lines(input, encoding_errors=encoding_errors), progress=advance)
-            chunk: list = []
-            for rec in records:
-                counts["lines"] += 1
-                counts["changed"] += rec.n_changed
-                if show and len(shown) < show_limit:
-                    shown.append(rec)
-                chunk.append(rec.augmented)
-                if len(chunk) >= 512:
-                    write("\n".join(chunk) + "\n")
-                    chunk = []
-            if chunk:
-                write("\n".join(chunk) + "\n")
-            if counts["lines"] == 0:
-                raise InputError(f"{'<stdin>' if input == '-' else input}: no lines (the input is empty); nothing to augment")
-
-    if to_file:
-        with atomic_path(output) as tmp:
-            with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-                run(fh.write)
-        ui.info(f"augment: {counts['lines']} lines, {counts['changed']} tokens changed -> {output}")
-    else:
-        from esimcse_cli.core.errors import naming_stdout
-
-        stream = sys.stdout
-        buf = getattr(stream, "buffer", None)
-        try:
-            with naming_stdout():  # a full disk behind `> file` says <stdout>
-                if buf is not None:
-                    stream.flush()
-                    run(lambda text: buf.write(text.encode("utf-8")))
-                    buf.flush()
-                else:
-                    run(stream.write)
-                    stream.flush()
-        except BrokenPipeError:  # `esimcse augment ... | head`: the reader has all it wanted; exit 0 quietly
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, stream.fileno())
-            return
-
-    if show:
-        _augment_show(augmenter, shown, counts["lines"], to_file)
+def _augment_bar(total: int):
+    """A bar for a long input only: a short one is done before a bar would say anything."""
+    return ui.progress_bar(total, "augment", unit="line") if total >= 2000 else contextlib.nullcontext(None)
 
 
 def _augment_show(augmenter, records: list, n_lines: int, to_file: bool) -> None:

@@ -1,4 +1,4 @@
-"""Tests for esimcse_cli.core.augment and the `esimcse augment` command."""
+"""Tests for esimcse_cli.core.augment, esimcse_cli.core.augment_text and the `esimcse augment` command."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 
 from esimcse_cli.core import augment as aug
+from esimcse_cli.core import corpus
+from esimcse_cli.core.augment_text import Augmenter, augment_file, check_augment_args
 from esimcse_cli.core.errors import ConfigError, InputError
+from esimcse_cli.core.models import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +51,12 @@ def official_values(n, rate, level="subword"):
 
 @pytest.fixture(scope="module")
 def tok(tiny_model_dir):
-    return aug.load_tokenizer(str(tiny_model_dir))
+    return load_tokenizer(str(tiny_model_dir))
+
+
+def augment_lines(texts, *args, **kwargs):
+    """Each line's augmented text, through one Augmenter (what `esimcse augment` writes)."""
+    return [rec.augmented for rec in Augmenter(*args, **kwargs).records(texts)]
 
 
 def strip_copies(out, positions):
@@ -98,10 +106,10 @@ def test_official_word_short_sentences_and_last_word():
     for n in range(1, 12):
         words = [f"w{i}" for i in range(n)]
         for _ in range(100):
-            pos = aug.word_repetition_positions(n, 1.0, "official", rng, "word")
+            _, pos = aug.augment_ids(words, "repetition", 1.0, "official", rng, level="word")
             assert all(0 <= p < n - 1 for p in pos) or not pos
-            _, ipos = aug.random_insertion(words, 1.0, lambda r: "X", rng, "official", True, level="word")
-            _, dpos = aug.random_deletion(words, 1.0, rng, "official", True, level="word")
+            _, ipos = aug.augment_ids(words, "insertion", 1.0, "official", rng, level="word", insert=lambda r: "X")
+            _, dpos = aug.augment_ids(words, "deletion", 1.0, "official", rng, level="word")
             assert n - 1 not in ipos and n - 1 not in dpos
 
 
@@ -138,26 +146,14 @@ def test_repeat_count_distribution(n, rate, variant, probs):
     assert _chi_square_p(counts, probs, draws) > 1e-4
 
 
-def test_torch_generator_draws_follow_formula():
-    torch = pytest.importorskip("torch")
-    g = torch.Generator().manual_seed(7)
-    draws = 6000
-    counts = collections.Counter(aug.repeat_count(25, 0.32, "paper", g) for _ in range(draws))
-    probs = {k: 1 / 9 for k in range(9)}
-    assert set(counts) <= set(probs)
-    assert _chi_square_p(counts, probs, draws) > 1e-4
-    a = aug.word_repetition(list(range(30)), rng=torch.Generator().manual_seed(3), return_positions=True)
-    b = aug.word_repetition(list(range(30)), rng=torch.Generator().manual_seed(3), return_positions=True)
-    assert a == b
-
-
 def test_positions_distinct_sorted_and_uniform():
     rng = random.Random(5)
     n, draws = 12, 12000
+    tokens = list(range(n))
     hits = collections.Counter()
     total = 0
     for _ in range(draws):
-        pos = aug.word_repetition_positions(n, 0.32, "paper", rng)
+        _, pos = aug.augment_ids(tokens, "repetition", 0.32, "paper", rng)
         assert pos == sorted(set(pos))
         assert all(0 <= p < n for p in pos)
         hits.update(pos)
@@ -174,9 +170,9 @@ def test_bad_rate_and_variant_raise_config_error():
     with pytest.raises(ConfigError):
         aug.repeat_count(10, 0.32, "nope", random.Random(0))
     with pytest.raises(ConfigError):
-        aug.Augmenter(None, level="word", dup_rate=2.0)
+        Augmenter(None, level="word", dup_rate=2.0)
     with pytest.raises(ConfigError):
-        aug.Augmenter(None, level="subword")  # needs a tokenizer
+        Augmenter(None, level="subword")  # needs a tokenizer
 
 
 # ------------------------------------------------------------------------------------------------
@@ -188,7 +184,7 @@ def test_repetition_keeps_every_token_in_order(variant):
     for n in range(0, 40):
         tokens = [f"t{i}" for i in range(n)]
         for _ in range(20):
-            out, pos = aug.word_repetition(tokens, 0.32, variant, rng, return_positions=True)
+            out, pos = aug.augment_ids(tokens, "repetition", 0.32, variant, rng)
             assert len(out) == n + len(pos)
             assert len(pos) in aug.repeat_support(n, 0.32, variant)
             assert strip_copies(out, pos) == tokens
@@ -201,7 +197,7 @@ def test_repetition_over_ids_with_duplicates():
     tokens = [5, 5, 7, 5, 9, 9, 9]
     rng = random.Random(1)
     for _ in range(200):
-        out, pos = aug.word_repetition(tokens, 0.5, "paper", rng, return_positions=True)
+        out, pos = aug.augment_ids(tokens, "repetition", 0.5, "paper", rng)
         assert strip_copies(out, pos) == tokens
         assert collections.Counter(out) - collections.Counter(tokens) == collections.Counter(tokens[p] for p in pos)
 
@@ -212,7 +208,7 @@ def test_insertion_grows_and_keeps_originals():
     for n in range(0, 30):
         tokens = [f"w{i}" for i in range(n)]
         for _ in range(10):
-            out, pos = aug.random_insertion(tokens, 0.32, insert, rng, return_positions=True)
+            out, pos = aug.augment_ids(tokens, "insertion", 0.32, "paper", rng, insert=insert)
             assert len(out) == n + len(pos) >= n
             assert len(pos) in aug.repeat_support(n, 0.32, "paper")
             assert strip_copies(out, pos) == tokens
@@ -222,38 +218,38 @@ def test_insertion_grows_and_keeps_originals():
 
 def test_deletion_shrinks_never_below_one():
     rng = random.Random(4)
-    assert aug.random_deletion([], 0.32, rng) == []
+    assert aug.augment_ids([], "deletion", 0.32, "paper", rng)[0] == []
     for n in range(1, 30):
         tokens = list(range(n))
         for _ in range(30):
-            out, pos = aug.random_deletion(tokens, 1.0, rng, return_positions=True)
+            out, pos = aug.augment_ids(tokens, "deletion", 1.0, "paper", rng)
             assert 1 <= len(out) <= n
             assert len(out) == n - len(pos)
             assert out == [t for t in tokens if t not in set(pos)]  # survivors keep their order
     # with the paper formula, rate 1 on n tokens can draw n; deletion clips it to n - 1
-    lengths = {len(aug.random_deletion(list(range(5)), 1.0, rng)) for _ in range(300)}
+    lengths = {len(aug.augment_ids(list(range(5)), "deletion", 1.0, "paper", rng)[0]) for _ in range(300)}
     assert min(lengths) == 1
 
 
-def test_repeat_batch_specials_and_speed():
+def test_augment_batch_repetition_specials_and_speed():
     import time
 
     cls, sep = 101, 102
     batch = [[cls] + list(range(1000 + 10 * b, 1000 + 10 * b + 30)) + [sep] for b in range(64)]
     rng = random.Random(0)
-    out = aug.repeat_batch(batch, 0.32, "paper", rng, special_ids={cls, sep})
+    out = aug.augment_batch(batch, "repetition", 0.32, "paper", rng, special_ids={cls, sep})
     assert len(out) == 64
     for src, dst in zip(batch, out):
         assert dst[0] == cls and dst[-1] == sep
         assert dst.count(cls) == 1 and dst.count(sep) == 1
         assert len(dst) - len(src) in aug.repeat_support(30, 0.32, "paper")
     # same seed -> same batch; input untouched
-    again = aug.repeat_batch(batch, 0.32, "paper", random.Random(0), special_ids={cls, sep})
+    again = aug.augment_batch(batch, "repetition", 0.32, "paper", random.Random(0), special_ids={cls, sep})
     assert again == out
     assert batch[0][0] == cls and len(batch[0]) == 32
     t0 = time.perf_counter()
     for _ in range(20):
-        aug.repeat_batch(batch, 0.32, "paper", rng, special_ids={cls, sep})
+        aug.augment_batch(batch, "repetition", 0.32, "paper", rng, special_ids={cls, sep})
     per_step = (time.perf_counter() - t0) / 20
     assert per_step < 0.05, per_step  # ~1 ms here; generous for a loaded CI box
 
@@ -273,18 +269,18 @@ def test_augment_batch_insertion_and_deletion_on_ids():
 # ------------------------------------------------------------------------------------------------
 # text level
 # ------------------------------------------------------------------------------------------------
-def test_augment_texts_deterministic_and_line_aligned(tok):
-    a = list(aug.augment_texts(LINES, tok, seed=1))
-    b = list(aug.augment_texts(LINES, tok, seed=1))
+def test_text_augmentation_deterministic_and_line_aligned(tok):
+    a = list(augment_lines(LINES, tok, seed=1))
+    b = list(augment_lines(LINES, tok, seed=1))
     assert a == b
     assert len(a) == len(LINES)
     assert a[1] == "" and a[4] == ""
     many = [f"the man plays the guitar in the park {i} times." for i in range(30)]
-    assert list(aug.augment_texts(many, tok, seed=1)) != list(aug.augment_texts(many, tok, seed=2))
+    assert list(augment_lines(many, tok, seed=1)) != list(augment_lines(many, tok, seed=2))
 
 
-def test_augment_texts_subword_repetition_reconstructs(tok):
-    a = aug.Augmenter(tok, "repetition", "subword", 0.32, "paper", seed=0)
+def test_text_subword_repetition_reconstructs(tok):
+    a = Augmenter(tok, "repetition", "subword", 0.32, "paper", seed=0)
     for line in LINES:
         rec = a.record(line)
         if not line.strip():
@@ -299,7 +295,7 @@ def test_augment_texts_subword_repetition_reconstructs(tok):
 
 
 def test_word_level_splits_on_whitespace():
-    out = list(aug.augment_texts(["  one   two three  ", "solo"], None, level="word", seed=5, dup_rate=1.0))
+    out = list(augment_lines(["  one   two three  ", "solo"], None, level="word", seed=5, dup_rate=1.0))
     words = out[0].split(" ")
     assert out[0] == " ".join(words)  # single spaces
     assert [w for i, w in enumerate(words) if i == 0 or words[i - 1] != w] == ["one", "two", "three"]
@@ -307,9 +303,9 @@ def test_word_level_splits_on_whitespace():
 
 
 def test_insert_tokens(tok):
-    mask_out = list(aug.augment_texts(LINES, tok, method="insertion", insert_token="mask", seed=3, dup_rate=1.0))
+    mask_out = list(augment_lines(LINES, tok, method="insertion", insert_token="mask", seed=3, dup_rate=1.0))
     assert any("[MASK]" in line for line in mask_out)
-    a = aug.Augmenter(tok, "insertion", "subword", 1.0, "paper", "random", seed=3)
+    a = Augmenter(tok, "insertion", "subword", 1.0, "paper", "random", seed=3)
     vocab = set(aug.insertion_vocab(tok))
     assert vocab and not any(v.startswith("##") or v in tok.all_special_tokens for v in vocab)
     inserted = []
@@ -317,7 +313,7 @@ def test_insert_tokens(tok):
         rec = a.record(line)
         inserted += [t for t, m in zip(rec.new_tokens, rec.added) if m]
     assert inserted and set(inserted) <= vocab
-    w = aug.Augmenter(None, "insertion", "word", 1.0, "paper", "stopword", seed=3)
+    w = Augmenter(None, "insertion", "word", 1.0, "paper", "stopword", seed=3)
     rec = w.record("cats chase mice")
     added = [t for t, m in zip(rec.new_tokens, rec.added) if m]
     assert set(added) <= set(aug.STOPWORDS)
@@ -325,11 +321,11 @@ def test_insert_tokens(tok):
 
 
 def test_batched_tokenisation_equals_one_by_one(tok):
-    a = aug.Augmenter(tok, seed=0)
+    a = Augmenter(tok, seed=0)
     texts = LINES + ["héllo wörld ½ 𝔘𝔫𝔦", "[MASK] and [CLS] here", "x" * 500, "isn't it?"]
     assert a.tokenize_many(texts) == [a.tokenize(t) for t in texts]
-    one_by_one = aug.Augmenter(tok, seed=4)
-    batched = aug.Augmenter(tok, seed=4)
+    one_by_one = Augmenter(tok, seed=4)
+    batched = Augmenter(tok, seed=4)
     assert [one_by_one.record(t).augmented for t in texts] == [r.augmented for r in batched.records(texts, chunk=3)]
 
 
@@ -337,13 +333,13 @@ def test_batched_tokenisation_equals_one_by_one(tok):
 def test_output_never_breaks_lines(tok, level):
     weird = ["a\u2028b man\x85dog", "the\x0bcat\x0c plays \u2029 ball", "\x1c\x1d\x1e"]
     for method in aug.METHODS:
-        out = list(aug.augment_texts(weird, tok, method=method, level=level, insert_token="mask", seed=0, dup_rate=1.0))
+        out = list(augment_lines(weird, tok, method=method, level=level, insert_token="mask", seed=0, dup_rate=1.0))
         assert len(out) == len(weird)
         assert all(len(line.splitlines()) <= 1 for line in out), out
 
 
 def test_deletion_text_keeps_one_token():
-    out = list(aug.augment_texts(["single", "two words"], None, method="deletion", level="word", dup_rate=1.0, seed=0))
+    out = list(augment_lines(["single", "two words"], None, method="deletion", level="word", dup_rate=1.0, seed=0))
     assert out[0] == "single"
     assert out[1] in ("two", "words", "two words")
 
@@ -352,13 +348,43 @@ def test_read_lines_errors(tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"fine\n\xff\xfe oops\n")
     with pytest.raises(InputError, match=r"bad.txt:2:"):
-        list(aug.read_lines(bad))
+        list(corpus.iter_lines(bad))
     with pytest.raises(InputError):
-        aug.check_input_path(tmp_path / "missing.txt")
+        check_augment_args(tmp_path / "missing.txt")
     crlf = tmp_path / "crlf.txt"
     crlf.write_bytes(b"\xef\xbb\xbfa b\r\nc\r\n")
-    assert list(aug.read_lines(crlf)) == ["a b", "c"]
-    assert aug.count_lines(crlf) == 2
+    assert [text for _, text in corpus.iter_lines(crlf)] == ["a b", "c"]
+    assert corpus.count_lines(crlf) == 2
+
+
+def test_augment_file_counts_shows_and_refuses_its_own_input(tmp_path):
+    import contextlib
+
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    dst = tmp_path / "out.txt"
+    seen = []
+
+    @contextlib.contextmanager
+    def progress(total):
+        seen.append(total)
+        yield lambda n: seen.append(n)
+
+    res = augment_file(Augmenter(None, level="word", seed=3), src, dst, show_limit=2, progress=progress)
+    assert dst.read_text(encoding="utf-8").split("\n")[:-1] == augment_lines(LINES, None, level="word", seed=3)
+    assert res.lines == len(LINES) and len(res.shown) == 2 and not res.reader_gone
+    assert res.changed == sum(r.n_changed for r in Augmenter(None, level="word", seed=3).records(LINES)) > 0
+    assert seen[0] == len(LINES) and sum(seen[1:]) == len(LINES)
+    with pytest.raises(InputError, match="is also the input file"):
+        augment_file(Augmenter(None, level="word"), src, src)
+    with pytest.raises(ConfigError, match="--show-limit"):
+        check_augment_args(src, dst, level="word", show_limit=-1)
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    before = dst.read_bytes()
+    with pytest.raises(InputError, match="no lines"):
+        augment_file(Augmenter(None, level="word"), empty, dst)
+    assert dst.read_bytes() == before  # a failed run leaves the old file as it was
 
 
 # ------------------------------------------------------------------------------------------------
@@ -387,7 +413,7 @@ def test_cli_stdin_to_stdout(runner, tiny_model_dir):
     out_lines = r1.stdout.split("\n")
     assert out_lines[-1] == "" and len(out_lines) - 1 == len(LINES)
     assert out_lines[1] == "" and out_lines[4] == ""
-    core = list(aug.augment_texts(LINES, aug.load_tokenizer(str(tiny_model_dir)), seed=7))
+    core = list(augment_lines(LINES, load_tokenizer(str(tiny_model_dir)), seed=7))
     assert out_lines[:-1] == core
 
 
@@ -399,7 +425,7 @@ def test_cli_output_file_and_word_level(runner, tmp_path):
     assert r.exit_code == 0, r.output
     assert r.stdout == ""
     got = dst.read_text(encoding="utf-8").split("\n")[:-1]
-    assert got == list(aug.augment_texts(LINES, None, level="word", seed=3, dup_rate=0.5))
+    assert got == list(augment_lines(LINES, None, level="word", seed=3, dup_rate=0.5))
     assert got[1] == "" and got[4] == ""
     for orig, new in zip(LINES, got):
         words = new.split()
@@ -447,7 +473,7 @@ def test_cli_deterministic_across_processes(tiny_model_dir):
     args = ["augment", "--model", str(tiny_model_dir), "--seed", "11", "--method", "insertion", "--insert-token", "random"]
     a = _subprocess(args, text, {"PYTHONHASHSEED": "1"})  # this process runs with its own (random) hash seed
     assert a.returncode == 0, a.stderr
-    here = aug.augment_texts(LINES * 3, aug.load_tokenizer(str(tiny_model_dir)), method="insertion", seed=11)
+    here = augment_lines(LINES * 3, load_tokenizer(str(tiny_model_dir)), method="insertion", seed=11)
     assert a.stdout == "".join(line + "\n" for line in here)
 
 

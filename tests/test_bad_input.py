@@ -638,7 +638,7 @@ def test_no_input_on_a_terminal_is_refused_not_waited_on(monkeypatch):
     """`esimcse encode -o x.npy` typed at a prompt would wait forever on stdin: it is a one-line error instead."""
     import sys
 
-    from esimcse_cli.core import augment
+    from esimcse_cli.core.augment_text import check_augment_args
     from esimcse_cli.core.embed import check_encode_args
     from esimcse_cli.core.errors import InputError
 
@@ -646,7 +646,7 @@ def test_no_input_on_a_terminal_is_refused_not_waited_on(monkeypatch):
     with pytest.raises(InputError, match="no input"):
         check_encode_args("-", "x.npy")
     with pytest.raises(InputError, match="no input"):
-        augment.check_input_path("-")
+        check_augment_args("-")
 
 
 def test_binary_npy_is_not_written_to_a_terminal(ws, out_dir, tiny_model_dir, monkeypatch):

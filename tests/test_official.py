@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 
 from esimcse_cli.core import augment as aug
+from esimcse_cli.core.augment_text import Augmenter, augment_file
+from esimcse_cli.core.models import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 WIKI = REPO.parent / "shared" / "data" / "corpus" / "wiki1m_for_simcse.random10k_seed42.txt"
@@ -100,7 +102,7 @@ def _mix(dists):
 
 @pytest.fixture(scope="module")
 def tok(tiny_model_dir):
-    return aug.load_tokenizer(str(tiny_model_dir))
+    return load_tokenizer(str(tiny_model_dir))
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +137,9 @@ def test_augment_batch_official_equals_released_subword(rate):
         got = aug.augment_batch(batch, "repetition", rate, "official", random.Random(seed),
                                 special_ids={CLS, SEP, PAD, UNK, MASK})
         assert got == expected
-        assert aug.repeat_batch(batch, rate, "official", random.Random(seed), {CLS, SEP, PAD, UNK, MASK}) == expected
+        specials = {CLS, SEP, PAD, UNK, MASK}  # one sentence at a time, through the same generator: the same lines
+        assert [aug.augment_ids(ids, "repetition", rate, "official", r, content=aug.content_positions(ids, specials, "official"))[0]
+                for r in [random.Random(seed)] for ids in batch] == expected
 
 
 def test_official_subword_at_rate_one_clips_where_released_raises():
@@ -181,7 +185,7 @@ def test_subword_text_level_equals_released_on_the_tokenizer_list(tok):
     lines = ["the man plays the guitar in the park today", "a dog", "she reads", "zzqx happily runs run ran walks again",
              "they were cutting tomato and onion for the long night here and there always"] * 6
     for rate in RATES:
-        a = aug.Augmenter(tok, "repetition", "subword", rate, "official", seed=random.Random(11))
+        a = Augmenter(tok, "repetition", "subword", rate, "official", seed=random.Random(11))
         rnd = random.Random(11)
         for rec in a.records(lines):
             expected = released_subword([tok.cls_token] + rec.tokens + [tok.sep_token], rate, rnd)[1:-1]
@@ -248,7 +252,7 @@ def test_official_subword_on_real_sentences(tok, wiki_lines):
 @pytest.mark.slow
 def test_official_subword_on_real_sentences_with_the_bert_uncased_vocabulary(wiki_lines):
     """The bundled model's tokenizer is BERT's uncased WordPiece (the vocabulary of run.sh's bert-base-uncased)."""
-    tok = aug.load_tokenizer("default")
+    tok = load_tokenizer("default")
     ids = tok(wiki_lines, truncation=True, max_length=32)["input_ids"]
     specials = set(tok.all_special_ids)
     rnd = random.Random(0)
@@ -262,14 +266,17 @@ WORD_LINES = ["A man is playing a guitar.", "Two", "Two dogs", "The cat sat on t
 
 
 @pytest.mark.parametrize("rate", RATES)
-def test_word_level_official_equals_released_word(rate):
+def test_word_level_official_equals_released_word(rate, tmp_path):
     lines = WORD_LINES * 20
     for seed in range(3):
-        a = aug.Augmenter(None, "repetition", "word", rate, "official", seed=random.Random(seed))
+        a = Augmenter(None, "repetition", "word", rate, "official", seed=random.Random(seed))
         rnd = random.Random(seed)
         assert [r.augmented for r in a.records(lines)] == [released_word(s, rate, rnd) for s in lines]
     # the public text entry point, as `esimcse augment --level word --variant official` calls it
-    got = list(aug.augment_texts(lines, None, "repetition", "word", rate, "official", seed=random.Random(4)))
+    src, dst = tmp_path / "in.txt", tmp_path / "out.txt"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    augment_file(Augmenter(None, "repetition", "word", rate, "official", seed=random.Random(4)), src, dst)
+    got = dst.read_text(encoding="utf-8").split("\n")[:-1]
     rnd = random.Random(4)
     assert got == [released_word(s, rate, rnd) for s in lines]
 
@@ -295,7 +302,7 @@ def test_official_word_positions_never_the_last_word():
     line = " ".join(f"w{i}" for i in range(n))
     rng, rnd = random.Random(3), random.Random(4)
     ours, theirs = collections.Counter(), collections.Counter()
-    a = aug.Augmenter(None, "repetition", "word", 0.5, "official", seed=rng)
+    a = Augmenter(None, "repetition", "word", 0.5, "official", seed=rng)
     for _ in range(draws):
         rec = a.record(line)
         ours.update(t for t, added in zip(rec.new_tokens, rec.added) if added)
@@ -310,7 +317,7 @@ def test_official_word_on_real_sentences(wiki_lines):
     single = [s for s in wiki_lines if s.split(" ") == s.split()]  # the released split(' ') == our split()
     assert len(single) > 0.9 * len(wiki_lines)
     for rate in (0.32, 0.1):
-        a = aug.Augmenter(None, "repetition", "word", rate, "official", seed=random.Random(21))
+        a = Augmenter(None, "repetition", "word", rate, "official", seed=random.Random(21))
         rnd = random.Random(21)
         assert [r.augmented for r in a.records(single)] == [released_word(s, rate, rnd) for s in single]
         probs = _mix([released_word_probs(len(s.split()), rate) for s in single])

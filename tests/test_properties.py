@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 
 from esimcse_cli.core import augment as aug
 from esimcse_cli.core import corpus, sts
+from esimcse_cli.core.augment_text import Augmenter
 from esimcse_cli.core.errors import EsimcseError, InputError
+from esimcse_cli.core.models import load_tokenizer
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
@@ -27,7 +29,7 @@ lines = st.lists(line_text, min_size=1, max_size=8)
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
-    return aug.load_tokenizer(str(tiny_model_dir))
+    return load_tokenizer(str(tiny_model_dir))
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +50,9 @@ def _write(scratch: Path, name: str, data: bytes) -> Path:
 def test_augment_one_line_out_per_line_in(tokenizer, scratch, texts, seed, rate, level, method, variant):
     """Through the file reader, as the CLI does: N lines in -> N lines out, none containing a line break."""
     src = _write(scratch, "in.txt", "\n".join(texts).encode("utf-8") + b"\n")
-    read = list(aug.read_lines(src))
+    read = [text for _, text in corpus.iter_lines(src)]
     assert len(read) == len(texts)
-    out = list(aug.augment_texts(read, tokenizer, method, level, rate, variant, seed=seed))
+    out = [rec.augmented for rec in Augmenter(tokenizer, method, level, rate, variant, seed=seed).records(read)]
     assert len(out) == len(texts)
     for line in out:
         assert isinstance(line, str)
@@ -72,7 +74,7 @@ def _check_repetition(rec) -> None:
 @FAST
 @given(texts=lines, seed=st.integers(0, 2**31 - 1), rate=st.floats(0, 1), variant=st.sampled_from(["paper", "official"]))
 def test_word_repetition_keeps_the_original_words_in_order(texts, seed, rate, variant):
-    a = aug.Augmenter(None, "repetition", "word", rate, variant, seed=seed)
+    a = Augmenter(None, "repetition", "word", rate, variant, seed=seed)
     for text, rec in zip(texts, a.records(texts)):
         if not text.strip():
             assert rec.augmented == ""
@@ -86,7 +88,7 @@ def test_word_repetition_keeps_the_original_words_in_order(texts, seed, rate, va
 @FAST
 @given(texts=lines, seed=st.integers(0, 2**31 - 1), rate=st.floats(0, 1), variant=st.sampled_from(["paper", "official"]))
 def test_subword_repetition_keeps_the_original_tokens_in_order(tokenizer, texts, seed, rate, variant):
-    a = aug.Augmenter(tokenizer, "repetition", "subword", rate, variant, seed=seed)
+    a = Augmenter(tokenizer, "repetition", "subword", rate, variant, seed=seed)
     for text, rec in zip(texts, a.records(texts)):
         if not text.strip():
             continue
@@ -98,7 +100,7 @@ def test_subword_repetition_keeps_the_original_tokens_in_order(tokenizer, texts,
 @FAST
 @given(texts=lines, seed=st.integers(0, 2**31 - 1))
 def test_augment_is_deterministic_for_a_seed(tokenizer, texts, seed):
-    run = lambda: list(aug.augment_texts(texts, tokenizer, "repetition", "subword", 0.5, seed=seed))  # noqa: E731
+    run = lambda: [r.augmented for r in Augmenter(tokenizer, "repetition", "subword", 0.5, seed=seed).records(texts)]  # noqa: E731
     assert run() == run()
 
 
@@ -142,7 +144,7 @@ def test_augment_and_probe_readers_parse_or_raise_input_error(scratch, data):
     from esimcse_cli.core.length import read_probe_corpus
 
     path = _write(scratch, "lines.txt", data)
-    for read in (lambda: list(aug.read_lines(path)), lambda: read_probe_corpus(path)):
+    for read in (lambda: [text for _, text in corpus.iter_lines(path)], lambda: read_probe_corpus(path)):
         try:
             out = read()
         except EsimcseError as exc:

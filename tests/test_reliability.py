@@ -232,9 +232,9 @@ def test_trust_remote_code_is_off_by_default():
     import inspect
 
     from esimcse_cli import cli
-    from esimcse_cli.core import augment, models
+    from esimcse_cli.core import models
 
-    for fn in (models.load_encoder, models.load_backbone, augment.load_tokenizer):
+    for fn in (models.load_encoder, models.load_backbone, models.load_tokenizer):
         assert inspect.signature(fn).parameters["trust_remote_code"].default is False, fn.__name__
     for name in ("encode", "eval_sts", "length_analysis_cmd"):
         opt = inspect.signature(getattr(cli, name)).parameters["trust_remote_code"].default

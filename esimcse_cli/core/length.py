@@ -101,9 +101,9 @@ def sample_sentences(sentences: Sequence[str], n: int, seed: int = DEFAULT_SEED)
 
 def read_probe_corpus(path: Union[str, os.PathLike]) -> List[str]:
     """Non-blank lines of a UTF-8 text file (one sentence per line)."""
-    from esimcse_cli.core.augment import read_lines
+    from esimcse_cli.core.corpus import iter_lines
 
-    lines = [ln.strip() for ln in read_lines(str(path))]
+    lines = [ln.strip() for _, ln in iter_lines(str(path))]
     lines = [ln for ln in lines if ln]
     if not lines:
         raise InputError(f"{path}: no sentences (the file is empty or blank)")
@@ -123,7 +123,7 @@ def make_repetition_pairs(tokenizer, sentences: Sequence[str], dup_rate: float =
         tokens = tokenizer.tokenize(s)
         if not tokens:
             continue
-        new = augment.word_repetition(tokens, dup_rate, variant, rng)
+        new, _ = augment.augment_ids(tokens, "repetition", dup_rate, variant, rng)
         originals.append(tokenizer.convert_tokens_to_string(tokens))
         copies.append(tokenizer.convert_tokens_to_string(new))
         inserted.append(len(new) - len(tokens))
