@@ -82,7 +82,7 @@ def run_st(args) -> dict:
     from sentence_transformers import SentenceTransformer, losses
 
     from esimcse_cli.core.models import resolve_device, resolve_model_path
-    from esimcse_cli.core.trainer import epoch_order
+    from esimcse_cli.core.views import epoch_order
 
     path, _ = resolve_model_path(args.model)
     device = resolve_device(args.device)
@@ -134,7 +134,7 @@ def padded_tokens_per_step(args) -> dict:
     from esimcse_cli.core.config import build_config
     from esimcse_cli.core.models import load_tokenizer, resolve_device, resolve_model_path
     from esimcse_cli.core.padding import length_groups, overhead_for, padded_tokens
-    from esimcse_cli.core.trainer import Batcher, _seed_for, epoch_order
+    from esimcse_cli.core.views import SECOND_VIEW_STREAM, Batcher, epoch_order, seed_for
 
     path, _ = resolve_model_path(args.model)
     tok = load_tokenizer(path)
@@ -148,7 +148,7 @@ def padded_tokens_per_step(args) -> dict:
     steps = range(args.warmup, args.warmup + args.steps)
     for micro in steps:
         ids = batcher.tokenize([texts[i] for i in order[micro * args.batch_size : (micro + 1) * args.batch_size]])
-        rep = batcher.repeat(ids, _seed_for(42, micro, 10**6))
+        rep = batcher.second_view(ids, seed_for(42, micro, SECOND_VIEW_STREAM))
         for name, rows in (("simcse", ids + ids), ("esimcse", ids + rep), ("momentum", ids)):
             lengths = np.array([len(x) for x in rows])
             sums[f"{name}_one"] += padded_tokens(lengths)

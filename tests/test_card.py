@@ -12,7 +12,8 @@ from clirunner import run_main
 from test_do_no_harm import cfg_for, corpus, dev_dir, sentences  # noqa: F401 (corpus, dev_dir: fixtures)
 from esimcse_cli.core import card
 from esimcse_cli.core.config import TrainConfig
-from esimcse_cli.core.trainer import config_for_resume, train
+from esimcse_cli.core.run_folder import config_for_resume
+from esimcse_cli.core.trainer import train
 
 
 
@@ -167,7 +168,7 @@ def test_update_card_is_refused_before_the_data_is_read_and_overwrite_removes_th
     r = run_main("eval-sts", str(tmp_path / "no-such-data"), "--model", "default", "--update-card")
     assert r.code == 2 and len(r.lines) == 1 and "--update-card" in r.lines[0] and "no-such-data" not in r.lines[0]
 
-    from esimcse_cli.core.trainer import clear_previous_run
+    from esimcse_cli.core.run_folder import clear_previous_run
 
     out = tmp_path / "run"
     out.mkdir()

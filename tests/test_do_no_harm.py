@@ -25,7 +25,8 @@ from esimcse_cli.core.augment import augment_batch, repeat_support
 from esimcse_cli.core.config import build_config
 from esimcse_cli.core.contrastive import choose_pooler
 from esimcse_cli.core.errors import ConfigError
-from esimcse_cli.core.trainer import Batcher, fit_for_copy, train
+from esimcse_cli.core.trainer import train
+from esimcse_cli.core.views import Batcher, fit_for_copy
 
 
 def sentences(n: int, seed: int = 0, lo: int = 3, hi: int = 12) -> list[str]:

@@ -322,7 +322,7 @@ def test_resume_with_dev_data_none_turns_selection_off(saved_run, tmp_path, syst
 
 
 def test_clear_previous_run_keeps_a_live_lock_and_clears_a_stale_one(tmp_path, sleeper):
-    from esimcse_cli.core.trainer import clear_previous_run
+    from esimcse_cli.core.run_folder import clear_previous_run
 
     run = tmp_path / "run"
     run.mkdir()
@@ -352,19 +352,19 @@ def test_a_run_that_fails_early_leaves_no_lock_and_no_folder(texts, tiny_model_d
 
 def test_only_rank_0_takes_the_lock(texts, tmp_path, monkeypatch):
     """Under torchrun, rank 0 holds the folder; the other ranks hear from it whether that worked."""
-    from esimcse_cli.core import distributed, trainer
+    from esimcse_cli.core import distributed, run_folder
     from esimcse_cli.core.config import build_config
     from esimcse_cli.core.errors import InputError
 
     cfg = build_config({"corpus": str(texts / "corpus.txt"), "output_dir": str(tmp_path / "run")})
     monkeypatch.setattr(distributed, "any_rank", lambda flag, info, device="cpu": flag)
-    assert trainer._hold_output(cfg, distributed.DistInfo(rank=1, world_size=2)) is None
+    assert run_folder.hold_output(cfg, distributed.DistInfo(rank=1, world_size=2)) is None
     assert not (tmp_path / "run").exists()
     monkeypatch.setattr(distributed, "any_rank", lambda flag, info, device="cpu": True)  # rank 0 failed
     with pytest.raises(InputError, match="rank 0 could not take the output folder"):
-        trainer._hold_output(cfg, distributed.DistInfo(rank=1, world_size=2))
+        run_folder.hold_output(cfg, distributed.DistInfo(rank=1, world_size=2))
     monkeypatch.undo()
-    lock = trainer._hold_output(build_config({"output_dir": str(tmp_path / "run0")}), distributed.DistInfo())
+    lock = run_folder.hold_output(build_config({"output_dir": str(tmp_path / "run0")}), distributed.DistInfo())
     assert (tmp_path / "run0" / ".esimcse.lock").is_file()
     lock.release()
     assert not (tmp_path / "run0").exists()

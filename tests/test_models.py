@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
+from esimcse_cli.core.checkpoint import export_model
 from esimcse_cli.core.errors import ModelLoadError
-from esimcse_cli.core.export import save_model_folder
 from esimcse_cli.core.models import load_backbone, load_encoder, read_model_record, resolve_model_path
 
 
@@ -57,7 +57,7 @@ def test_sentence_transformers_nested_folder(tiny_model_dir, tmp_path):
 
 def test_export_loads_in_ours_transformers_and_sentence_transformers(tiny_model_dir, tmp_path):
     src = load_encoder(str(tiny_model_dir), pooling="cls_before_pooler", device="cpu")
-    out = save_model_folder(tmp_path / "exported", src.model, src.tokenizer, pooling="cls_before_pooler", max_seq_length=100)
+    out = export_model(tmp_path / "exported", src.model, src.tokenizer, pooling="cls_before_pooler", max_seq_length=100)
     texts = ["a dog runs in the park", "cat", "the man plays the guitar"]
     again = load_encoder(str(out), device="cpu")
     assert (again.pooling, again.max_length) == ("cls_before_pooler", 100)

@@ -75,7 +75,7 @@ def _model_and_ids(tiny_model_dir, n=24):
 @pytest.mark.parametrize("pooler", ["cls", "avg"])
 def test_grouped_forward_matches_one_padded_forward_with_gradients(tiny_model_dir, pooler):
     model, ids, pad = _model_and_ids(tiny_model_dir)
-    model.method = "cls_before_pooler" if pooler == "cls" else "avg"
+    model.pooling = "cls_before_pooler" if pooler == "cls" else "avg"
     model.train()  # dropout 0: the two ways must agree row for row
 
     def run(overhead):

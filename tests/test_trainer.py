@@ -18,7 +18,9 @@ from esimcse_cli.core import trainer as trainer_mod
 from esimcse_cli.core.config import build_config
 from esimcse_cli.core.errors import ConfigError, InputError
 from esimcse_cli.core.momentum import MomentumEncoder
-from esimcse_cli.core.trainer import Batcher, NonFiniteLoss, config_for_resume, train
+from esimcse_cli.core.run_folder import config_for_resume
+from esimcse_cli.core.trainer import NonFiniteLoss, train
+from esimcse_cli.core.views import Batcher
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,14 +131,14 @@ def test_repetition_view_keeps_specials_and_grows(tiny_model_dir):
     tok = load_backbone(str(tiny_model_dir)).tokenizer
     b = Batcher(tok, build_config({"max_length": 8, "dup_rate": 1.0}))
     ids = b.tokenize(sentences(30))
-    rep = b.repeat(ids, 0)
+    rep = b.second_view(ids, 0)
     assert all(len(x) <= 8 for x in ids)
     assert any(len(r) > 8 for r in rep)  # may grow beyond max_length: not re-truncated
     for x, r in zip(ids, rep):
         assert r[0] == x[0] == tok.cls_token_id and r[-1] == x[-1] == tok.sep_token_id
         assert r.count(tok.cls_token_id) == 1 and r.count(tok.sep_token_id) == 1
         assert len(r) >= len(x)
-    assert rep == b.repeat(ids, 0) and rep != b.repeat(ids, 1)  # seeded per batch
+    assert rep == b.second_view(ids, 0) and rep != b.second_view(ids, 1)  # seeded per batch
 
 
 @pytest.mark.slow
@@ -158,7 +160,7 @@ def test_each_ablation_switch_changes_what_is_computed(tiny_model_dir, corpus, t
             calls.clear()
             monkeypatch.setattr(trainer_mod, "contrastive_loss", spy("contrastive_loss"))
             repeats = []
-            monkeypatch.setattr(Batcher, "repeat", lambda self, ids, seed, _r=Batcher.repeat: repeats.append(1) or _r(self, ids, seed))
+            monkeypatch.setattr(Batcher, "second_view", lambda self, ids, seed, _r=Batcher.second_view: repeats.append(1) or _r(self, ids, seed))
             out = tmp_path / f"o{rep}{mq}"
             train(cfg_for(tiny_model_dir, corpus, out, method="simcse", repetition=rep, momentum_queue=mq, max_steps=3, eval_steps=0))
             queues = [a[2] for a in calls["contrastive_loss"]]
@@ -301,7 +303,7 @@ def test_insertion_and_deletion_baselines_build_the_second_view(tiny_model_dir, 
     tok = load_backbone(str(tiny_model_dir)).tokenizer
     b = Batcher(tok, build_config({"max_length": 16, "dup_rate": 0.5, "augmentation": aug}))
     ids = b.tokenize(sentences(20))
-    out = b.repeat(ids, 3)
+    out = b.second_view(ids, 3)
     grow = [len(o) - len(x) for x, o in zip(ids, out)]
     assert all(g >= 0 for g in grow) if aug == "insertion" else all(g <= 0 for g in grow)
     assert any(g != 0 for g in grow)

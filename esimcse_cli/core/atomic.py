@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from esimcse_cli.core import signals
 from esimcse_cli.core.errors import InputError
 
 
@@ -87,7 +88,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
             yield tmp
         # The two renames must not be split by a signal: between them neither folder is under the target's
         # name. SIGINT/SIGTERM arriving here are held and re-delivered right after (main thread only).
-        with _signals_held():
+        with signals.held():
             if target.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=parent))
                 os.replace(target, old / "x")
@@ -205,34 +206,3 @@ def reserve_space(path: str | os.PathLike, size: int, start: int = 0, display: s
         pos = start
         while pos < size:
             pos += os.pwrite(fd, chunk[: min(len(chunk), size - pos)], pos)
-
-
-@contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM for a few system calls, then deliver them (in the main thread; elsewhere a no-op).
-
-    Blocking with ``pthread_sigmask`` would not do: a signal is delivered to any thread that does not block
-    it (torch's worker threads), and Python then runs the handler in the main thread at once. So the Python
-    handlers are swapped for a recorder instead, and each signal that arrived is raised again afterwards.
-    """
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    got: list = []
-    saved = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        current = signal.getsignal(sig)
-        if current in (signal.SIG_IGN, None):
-            continue
-        saved[sig] = current
-        signal.signal(sig, lambda signum, frame: got.append(signum))
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-        for signum in got:
-            signal.raise_signal(signum)

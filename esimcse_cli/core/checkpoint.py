@@ -38,7 +38,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from esimcse_cli.core.atomic import atomic_dir, disk_errors
-from esimcse_cli.core.errors import InputError
+from esimcse_cli.core.errors import InputError, first_line
 
 STATE_DIR = "state"
 STATE_TENSORS = "state.safetensors"
@@ -139,7 +139,7 @@ def load_state(output_dir: str | os.PathLike) -> Tuple[Dict[str, torch.Tensor], 
         meta = json.loads((d / STATE_META).read_text(encoding="utf-8"))
         tensors = load_file(str(d / STATE_TENSORS))
     except Exception as exc:  # corrupt files
-        raise InputError(f"{d}: saved training state is unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise InputError(f"{d}: saved training state is unreadable ({type(exc).__name__}: {first_line(exc)})") from None
     if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
         raise InputError(f"{d / STATE_META}: not a training state written by this version of esimcse")
     step = meta.get("step")

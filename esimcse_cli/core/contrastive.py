@@ -44,31 +44,31 @@ class MLP(nn.Module):
         return self.activation(self.dense(x))
 
 
-def encode_with(backbone: nn.Module, method: str, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
+def encode_with(backbone: nn.Module, pooling: str, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
     """Backbone forward + pooling (the one place training pools)."""
-    hidden = needs_hidden_states(method)
+    hidden = needs_hidden_states(pooling)
     out = backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=hidden, return_dict=True)
-    return pool(method, out.last_hidden_state, attention_mask, hidden_states=out.hidden_states if hidden else None)
+    return pool(pooling, out.last_hidden_state, attention_mask, hidden_states=out.hidden_states if hidden else None)
 
 
 class ContrastiveModel(nn.Module):
-    """Online encoder used in training: ``forward`` returns the training representation."""
+    """Online encoder used in training: ``forward`` returns the training representation.
+
+    ``pooler`` is the training pooler's name; ``pooling`` the :func:`pool` method behind it, which is also
+    the pooling the exported model records (the MLP is training-only).
+    """
 
     def __init__(self, backbone: nn.Module, pooler: str = "cls", mlp: bool = True, seed: int = 0):
         super().__init__()
         self.backbone = backbone
         self.pooler = pooler
-        self.method = hidden_pooling(pooler)
+        self.pooling = hidden_pooling(pooler)
         dim = int(backbone.config.hidden_size)
         std = float(getattr(backbone.config, "initializer_range", 0.02) or 0.02)
         self.mlp: Optional[MLP] = MLP(dim, std, seed) if mlp else None
 
-    @property
-    def test_pooling(self) -> str:
-        return self.method
-
     def pooled(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        return encode_with(self.backbone, self.method, input_ids, attention_mask)
+        return encode_with(self.backbone, self.pooling, input_ids, attention_mask)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         z = self.pooled(input_ids, attention_mask)

@@ -110,14 +110,6 @@ def any_rank(flag: bool, info: DistInfo, device: torch.device | str = "cpu") -> 
     return bool(t.item())
 
 
-def broadcast_float(value: float, info: DistInfo, device: torch.device | str = "cpu") -> float:
-    if not info.enabled:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.broadcast(t, src=0)
-    return float(t.item())
-
-
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -20,8 +20,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from esimcse_cli.core.atomic import atomic_dir
-
 log = logging.getLogger("esimcse")
 
 # our pooling -> sentence-transformers Pooling mode (None: no exact sentence-transformers equivalent)
@@ -29,7 +27,7 @@ ST_MODES = {"cls_before_pooler": "pooling_mode_cls_token", "avg": "pooling_mode_
 
 
 def write_model_files(folder: str | os.PathLike, model, tokenizer, pooling: str, max_seq_length: int, extra: dict[str, Any] | None = None) -> None:
-    """Write the model files into an existing folder (callers wanting atomicity use :func:`save_model_folder`)."""
+    """Write the model files into an existing folder (:func:`esimcse_cli.core.checkpoint.export_model` moves them into place atomically)."""
     folder = Path(folder)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
@@ -60,10 +58,3 @@ def write_model_files(folder: str | os.PathLike, model, tokenizer, pooling: str,
     (folder / "sentence_bert_config.json").write_text(
         json.dumps({"max_seq_length": int(max_seq_length), "do_lower_case": lower}, indent=2) + "\n", encoding="utf-8"
     )
-
-
-def save_model_folder(out_dir: str | os.PathLike, model, tokenizer, pooling: str = "cls_before_pooler", max_seq_length: int = 256, extra: dict[str, Any] | None = None) -> Path:
-    """Atomically (re)write ``out_dir`` as a complete model folder."""
-    with atomic_dir(out_dir) as tmp:
-        write_model_files(tmp, model, tokenizer, pooling, max_seq_length, extra)
-    return Path(out_dir)

@@ -97,7 +97,7 @@ class MomentumEncoder(nn.Module):
             raise ValueError(f"momentum variant must be one of {VARIANTS}, got {variant!r}")
         self.momentum = float(momentum)
         self.variant = variant
-        self.method = online.method
+        self.pooling = online.pooling
         self.backbone = copy.deepcopy(online.backbone)
         if variant == "official":
             fresh_init_(self.backbone, seed)
@@ -126,7 +126,7 @@ class MomentumEncoder(nn.Module):
     @torch.no_grad()
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], online: Optional[ContrastiveModel] = None) -> torch.Tensor:
         """L2-normalised, detached embeddings for the queue."""
-        z = encode_with(self.backbone, self.method, input_ids, attention_mask)
+        z = encode_with(self.backbone, self.pooling, input_ids, attention_mask)
         if self.mlp is not None:
             z = self.mlp(z)
         elif self.variant == "official" and online is not None and online.mlp is not None:
@@ -146,10 +146,6 @@ class NegativeQueue:
 
     def __len__(self) -> int:
         return int(self.items.shape[0])
-
-    @property
-    def full(self) -> bool:
-        return len(self) >= self.size
 
     def tensor(self) -> Optional[torch.Tensor]:
         """The filled part (``None`` when empty), to use as negatives."""

@@ -22,11 +22,10 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import torch
 
-# The price of one more forward+backward, in padded tokens, for the default grouping. Measured on a
-# 2-core CPU with the default model (batch 64, max length 32): 128 to 512 gave about the same time,
-# cutting an ESimCSE forward and backward by about a quarter and a SimCSE one by about a sixth; from
-# 1024 up, batches rarely split at all. On CUDA one more small forward costs about as much as a large
-# one, so grouping only pays there for very uneven lengths.
+# The price of one more forward+backward, in padded tokens, for the default grouping. On a CPU the work
+# follows the tokens, so a small price lets a batch split where that pads less; on CUDA one more small
+# forward costs about as much as a large one, so grouping only pays there for very uneven lengths. The
+# measurements behind the CPU value: docs/RESULTS.md ("Figures behind code comments").
 OVERHEAD_TOKENS = {"cpu": 256, "cuda": 8192}
 
 
