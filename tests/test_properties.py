@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from esimcse_cli.core import augment as aug
-from esimcse_cli.core import corpus, sts
+from esimcse_cli.core import corpus, pairs_file, sts
 from esimcse_cli.core.augment_text import Augmenter
 from esimcse_cli.core.errors import EsimcseError, InputError
 from esimcse_cli.core.models import load_tokenizer
@@ -158,7 +158,7 @@ def test_augment_and_probe_readers_parse_or_raise_input_error(scratch, data):
 def test_pairs_reader_parses_or_raises_input_error(scratch, data, suffix):
     path = _write(scratch, "pairs" + suffix, data)
     try:
-        pairs = sts.read_pairs_file(path)
+        pairs = pairs_file.read_pairs_file(path)
     except EsimcseError as exc:
         _clean(exc)
         return
