@@ -6,8 +6,8 @@ For each model:
 2. the gap between the first and the last bucket (the paper's measure of length bias:
    a model that leans on length does better on pairs of similar length);
 3. a direct probe of the bias: a sample of sentences and their word-repeated copies (the training-style
-   positive pairs ESimCSE builds with ``augment.word_repetition`` at the model tokenizer's sub-word
-   level). We report the mean cosine similarity of these pairs and the least-squares slope of cosine
+   positive pairs ESimCSE builds with ``augment.augment_ids(..., "repetition", ...)`` at the model
+   tokenizer's sub-word level). We report the mean cosine similarity of these pairs and the least-squares slope of cosine
    against the number of inserted tokens (with the mean per count). A model without length bias keeps
    the cosine flat as more tokens are repeated; a negative slope means that length alone pushes the
    "same meaning" pair apart.
