@@ -66,11 +66,11 @@ import random
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, TypeVar
 
 from esimcse_cli.core.errors import ConfigError
+from esimcse_cli.core.variants import VARIANTS
 
 T = TypeVar("T")
 
 METHODS = ("repetition", "insertion", "deletion")
-VARIANTS = ("paper", "official")
 LEVELS = ("subword", "word")
 INSERT_TOKENS = ("random", "stopword", "mask")
 DEFAULT_DUP_RATE = 0.32

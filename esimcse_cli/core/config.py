@@ -35,15 +35,17 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import yaml
 
-from esimcse_cli.core.errors import ConfigError
+from esimcse_cli.core import augment
+from esimcse_cli.core.corpus import ENCODING_ERRORS
+from esimcse_cli.core.errors import ConfigError, first_line
+from esimcse_cli.core.pooling import POOLINGS, hidden_pooling
+from esimcse_cli.core.variants import VARIANTS
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 PRESETS = ("bert-base", "bert-large", "roberta-base", "roberta-large")
 METHODS = ("esimcse", "simcse")
-VARIANTS = ("paper", "official")
-# Training poolers over the hidden states. "cls" = last_hidden[:, 0] (SimCSE's "cls"): with the MLP
+# The training poolers are pooling.POOLINGS, where "cls" = last_hidden[:, 0] (SimCSE's "cls"): with the MLP
 # on, the MLP is used in training only and the exported model pools with "cls_before_pooler".
-TRAIN_POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2")
 # "auto" (the default): the pooling the base model declares, else the paper's "cls" (see contrastive.choose_pooler).
 AUTO_POOLER = "auto"
 SCHEDULERS = ("linear", "constant")
@@ -74,7 +76,7 @@ class TrainConfig:
     method: str = "esimcse"
     repetition: Optional[bool] = None
     momentum_queue: Optional[bool] = None
-    dup_rate: float = 0.32
+    dup_rate: float = augment.DEFAULT_DUP_RATE
     repetition_variant: str = "paper"
     augmentation: str = "repetition"  # what builds the positive when repetition is on: repetition | insertion | deletion
     insert_token: str = "random"  # for augmentation=insertion: random | stopword | mask
@@ -135,7 +137,7 @@ class TrainConfig:
         """The pooling of the exported model: SimCSE's ``mlp_only_train`` drops the MLP at test time."""
         if self.pooler == AUTO_POOLER:
             raise ValueError("pooler 'auto' is chosen when the model is known (contrastive.choose_pooler)")
-        return "cls_before_pooler" if self.pooler == "cls" else self.pooler
+        return hidden_pooling(self.pooler)
 
     def effective_queue_size(self) -> int:
         if not (self.momentum_queue if self.momentum_queue is not None else self.method == "esimcse"):
@@ -161,11 +163,11 @@ class TrainConfig:
         choice("method", METHODS)
         choice("repetition_variant", VARIANTS)
         choice("momentum_variant", VARIANTS)
-        choice("pooler", (AUTO_POOLER,) + TRAIN_POOLERS)
+        choice("pooler", (AUTO_POOLER,) + POOLINGS)
         choice("scheduler", SCHEDULERS)
-        choice("augmentation", ("repetition", "insertion", "deletion"))
-        choice("insert_token", ("random", "stopword", "mask"))
-        choice("encoding_errors", ("strict", "replace", "ignore"))
+        choice("augmentation", augment.METHODS)
+        choice("insert_token", augment.INSERT_TOKENS)
+        choice("encoding_errors", ENCODING_ERRORS)
         if self.preset is not None:
             choice("preset", PRESETS)
         if self.batch_size < 2:
@@ -286,7 +288,7 @@ def read_yaml(path: str | os.PathLike) -> Dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or first_line(exc)
         raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
     if data is None:
         return {}
@@ -382,7 +384,5 @@ __all__ = [
     "to_cli_args",
     "PRESETS",
     "METHODS",
-    "VARIANTS",
-    "TRAIN_POOLERS",
     "AUTO_POOLER",
 ]

@@ -20,12 +20,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from esimcse_cli.core.pooling import needs_hidden_states, pool
-
-
-def hidden_pooling(pooler: str) -> str:
-    """The :func:`pool` method behind a training pooler name (``cls`` -> raw [CLS])."""
-    return "cls_before_pooler" if pooler == "cls" else pooler
+from esimcse_cli.core.pooling import hidden_pooling, needs_hidden_states, pool
 
 
 class MLP(nn.Module):

@@ -43,8 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from esimcse_cli.core.contrastive import ContrastiveModel, encode_with
-
-VARIANTS = ("paper", "official")
+from esimcse_cli.core.variants import VARIANTS
 
 
 def ema_(target: list[torch.Tensor], source: list[torch.Tensor], momentum: float) -> None:

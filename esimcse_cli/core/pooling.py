@@ -10,13 +10,28 @@
 
 "First layer" is ``hidden_states[1]``, the output of the first transformer layer, as in SimCSE's
 current code (``hidden_states[0]`` is the embedding layer).
+
+Training takes the same names (``--pooler``), with one difference: training's ``cls`` is the raw [CLS]
+state followed by a training-only MLP (:mod:`esimcse_cli.core.contrastive`), so it pools, and exports,
+as ``cls_before_pooler`` (:func:`hidden_pooling`).
+
+Nothing here calls torch (the functions only use tensor methods), so the configuration and the CLI read
+these names without importing it.
 """
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 POOLINGS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2")
+
+
+def hidden_pooling(pooler: str) -> str:
+    """The :func:`pool` method behind a training pooler name (``cls`` -> raw [CLS])."""
+    return "cls_before_pooler" if pooler == "cls" else pooler
 
 
 def needs_hidden_states(method: str) -> bool:
