@@ -30,7 +30,7 @@ import yaml
 
 from esimcse_cli.core.atomic import atomic_path, atomic_write_text
 from esimcse_cli.core.config import TrainConfig
-from esimcse_cli.core.errors import InputError
+from esimcse_cli.core.errors import InputError, first_line
 
 log = logging.getLogger("esimcse")
 
@@ -56,8 +56,7 @@ def write_card(out_dir: str | os.PathLike) -> Optional[Path]:
         atomic_write_text(out / CARD_NAME, render_card(run, plot))
         return out / CARD_NAME
     except Exception as exc:  # the card is a courtesy: the trained model is already written
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        log.warning("%s: could not write the model card (%s)", out / CARD_NAME, first)
+        log.warning("%s: could not write the model card (%s)", out / CARD_NAME, first_line(exc, type(exc).__name__))
         return None
 
 

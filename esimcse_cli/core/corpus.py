@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
-from esimcse_cli.core.errors import InputError
+from esimcse_cli.core.errors import InputError, first_line
 
 TABULAR = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 ENCODING_ERRORS = ("strict", "replace", "ignore")
@@ -167,8 +167,7 @@ def _frames(path: Path, fmt: str, encoding_errors: str):
     except UnicodeDecodeError:
         raise InputError(f"{where}: not valid UTF-8 (use --encoding-errors replace to continue)") from None
     except Exception as exc:  # pandas/pyarrow parse errors
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{where}: cannot read as {fmt}: {first}") from None
+        raise InputError(f"{where}: cannot read as {fmt}: {first_line(exc, type(exc).__name__)}") from None
 
 
 def iter_texts(
@@ -214,7 +213,7 @@ def count_texts(path: str | os.PathLike, text_column: str | None = None, encodin
         except ImportError:
             raise InputError(f"{path}: reading parquet needs pyarrow (pip install 'esimcse-cli[parquet]')") from None
         except Exception as exc:
-            raise InputError(f"{path}: cannot read as parquet: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            raise InputError(f"{path}: cannot read as parquet: {first_line(exc, type(exc).__name__)}") from None
     return sum(1 for _ in iter_texts(path, text_column, encoding_errors))
 
 

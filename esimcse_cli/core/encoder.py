@@ -61,9 +61,9 @@ class SentenceEncoder:
             )
             return enc["input_ids"]
         except Exception as exc:  # a tokenizer that cannot take these texts: the model's problem, told in one line
-            from esimcse_cli.core.errors import ModelLoadError
+            from esimcse_cli.core.errors import ModelLoadError, first_line
 
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            first = first_line(exc)
             raise ModelLoadError(f"{self.name or 'model'}: the tokenizer failed: {type(exc).__name__}{': ' + first if first else ''}") from exc
 
     def pad(self, batch_ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -31,13 +31,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from esimcse_cli.core import evaluate, stats
+from esimcse_cli.core import augment, evaluate, stats
 from esimcse_cli.core.errors import ConfigError, InputError
 from esimcse_cli.core.evaluate import ProgressFactory, TaskScores
 from esimcse_cli.core.sts import Pair
+from esimcse_cli.core.variants import VARIANTS
 
 DEFAULT_PROBE_SENTENCES = 1000
-DEFAULT_SEED = 42
 MIN_PROBE_POINT = 10  # a per-count mean of fewer probe sentences is "sparse": marked, not joined into the curve
 PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")
 
@@ -49,7 +49,7 @@ def check_length_args(
     *,
     probe_sentences: int = DEFAULT_PROBE_SENTENCES,
     variant: str = "paper",
-    dup_rate: float = 0.32,
+    dup_rate: float = augment.DEFAULT_DUP_RATE,
     bootstrap: Optional[int] = None,
     ci: Optional[float] = None,
     buckets: Optional[str] = None,
@@ -63,7 +63,6 @@ def check_length_args(
     before the first one has run.
     """
     from esimcse_cli.core.atomic import check_output_path
-    from esimcse_cli.core.augment import VARIANTS
     from esimcse_cli.core.models import check_model
 
     evaluate.check_eval_args(split, "all", length_unit, batch_size)
@@ -89,7 +88,7 @@ def check_length_args(
 # ------------------------------------------------------------------------------------------------
 # The repetition probe
 # ------------------------------------------------------------------------------------------------
-def sample_sentences(sentences: Sequence[str], n: int, seed: int = DEFAULT_SEED) -> List[str]:
+def sample_sentences(sentences: Sequence[str], n: int, seed: int = stats.DEFAULT_SEED) -> List[str]:
     """``n`` distinct non-empty sentences, sampled without replacement with a seeded generator."""
     if n < 0:
         raise ConfigError(f"--probe-sentences {n}: must be 0 or more")
@@ -110,13 +109,11 @@ def read_probe_corpus(path: Union[str, os.PathLike]) -> List[str]:
     return lines
 
 
-def make_repetition_pairs(tokenizer, sentences: Sequence[str], dup_rate: float = 0.32, variant: str = "paper", seed: int = DEFAULT_SEED):
+def make_repetition_pairs(tokenizer, sentences: Sequence[str], dup_rate: float = augment.DEFAULT_DUP_RATE, variant: str = "paper", seed: int = stats.DEFAULT_SEED):
     """(originals, copies, inserted counts): sub-word repetition, detokenised with the tokenizer."""
-    from esimcse_cli.core import augment
-
     augment.check_rate(dup_rate)
-    if variant not in augment.VARIANTS:
-        raise ConfigError(f"--probe-variant {variant!r}: choose from {', '.join(augment.VARIANTS)}")
+    if variant not in VARIANTS:
+        raise ConfigError(f"--probe-variant {variant!r}: choose from {', '.join(VARIANTS)}")
     rng = random.Random(seed)
     originals, copies, inserted = [], [], []
     for s in sentences:
@@ -144,9 +141,9 @@ def fit_slope(x: np.ndarray, y: np.ndarray):
 def repetition_probe(
     encoder,
     sentences: Sequence[str],
-    dup_rate: float = 0.32,
+    dup_rate: float = augment.DEFAULT_DUP_RATE,
     variant: str = "paper",
-    seed: int = DEFAULT_SEED,
+    seed: int = stats.DEFAULT_SEED,
     batch_size: int = 64,
     progress: Optional[Callable[[int], None]] = None,
 ) -> dict:
@@ -203,9 +200,9 @@ def score_model(
     buckets: Optional[str] = None,
     length_unit: str = "words",
     batch_size: int = 64,
-    dup_rate: float = 0.32,
+    dup_rate: float = augment.DEFAULT_DUP_RATE,
     variant: str = "paper",
-    seed: int = DEFAULT_SEED,
+    seed: int = stats.DEFAULT_SEED,
     label: Optional[str] = None,
     progress: Optional[Callable[[int], None]] = None,
 ) -> Tuple[dict, Dict[str, TaskScores]]:
@@ -240,7 +237,7 @@ def analyze_model(*args, **kwargs) -> dict:
 
 
 def add_intervals(report: dict, scores: Sequence[Dict[str, TaskScores]], n: int = stats.DEFAULT_REPLICATES,
-                  level: float = stats.DEFAULT_LEVEL, seed: int = DEFAULT_SEED) -> dict:
+                  level: float = stats.DEFAULT_LEVEL, seed: int = stats.DEFAULT_SEED) -> dict:
     """Paired bootstrap intervals for every model of ``report`` (``scores`` in the same order).
 
     Adds ``ci`` to each task and bucket, ``avg_ci``, ``gap_ci`` (per task) and ``avg_gap_ci``; for each model
@@ -302,9 +299,9 @@ def length_analysis(
     batch_size: int = 64,
     probe_sentences: int = DEFAULT_PROBE_SENTENCES,
     probe_corpus=None,
-    dup_rate: float = 0.32,
+    dup_rate: float = augment.DEFAULT_DUP_RATE,
     variant: str = "paper",
-    seed: int = DEFAULT_SEED,
+    seed: int = stats.DEFAULT_SEED,
     pooling: Optional[str] = None,
     max_length: Optional[int] = None,
     device: str = "auto",
@@ -343,7 +340,7 @@ def length_analysis(
     return add_intervals(build_report(models, split, buckets, length_unit, probe_meta), scores, bootstrap, level, seed)
 
 
-def choose_probe_texts(task_pairs, n: int, corpus=None, seed: int = DEFAULT_SEED):
+def choose_probe_texts(task_pairs, n: int, corpus=None, seed: int = stats.DEFAULT_SEED):
     """The probe's sentences and a description of where they came from (``(texts, None)`` when off)."""
     if n <= 0:
         if n < 0:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from esimcse_cli.core.errors import ModelLoadError
+from esimcse_cli.core.errors import ModelLoadError, first_line
 from esimcse_cli.core.pooling import POOLINGS
 
 log = logging.getLogger("esimcse")
@@ -182,8 +182,7 @@ def check_model(spec: str | os.PathLike | None) -> None:
             with safe_open(str(w), framework="pt"):
                 pass
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(f"{folder}: cannot load model: {w.name}: {first}") from None
+            raise ModelLoadError(f"{folder}: cannot load model: {w.name}: {first_line(exc, type(exc).__name__)}") from None
 
 
 def _load_failure(what: str, spec, kind: str, load_from: str, exc: Exception) -> ModelLoadError:
@@ -193,9 +192,8 @@ def _load_failure(what: str, spec, kind: str, load_from: str, exc: Exception) ->
             f"cannot load {what} '{spec}': it is not a local folder and the Hugging Face hub did not provide it "
             "(offline, or a wrong name?); pass a local folder or 'default'"
         )
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     kind_name = "" if isinstance(exc, (OSError, ValueError)) else f"{type(exc).__name__}: "
-    return ModelLoadError(f"{load_from}: cannot load {what}: {kind_name}{first or type(exc).__name__}")
+    return ModelLoadError(f"{load_from}: cannot load {what}: {kind_name}{first_line(exc, type(exc).__name__)}")
 
 
 def _weights_folder(spec) -> tuple[str, str, ModelRecord, str]:
