@@ -344,8 +344,8 @@ def load_encoder(
     from esimcse_cli.core.encoder import SentenceEncoder
 
     dev = resolve_device(device)
-    b = load_backbone(spec, device=dev, trust_remote_code=trust_remote_code, pooling=pooling, max_length=max_length)
-    return SentenceEncoder(b.tokenizer, b.model, b.pooling, b.max_length, device=dev, name=b.name)
+    backbone = load_backbone(spec, device=dev, trust_remote_code=trust_remote_code, pooling=pooling, max_length=max_length)
+    return SentenceEncoder(backbone.tokenizer, backbone.model, backbone.pooling, backbone.max_length, device=dev, name=backbone.name)
 
 
 # ---------------------------------------------------------------------------------- what training needs to know

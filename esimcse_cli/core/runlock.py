@@ -129,17 +129,6 @@ def describe(info: Dict[str, Any]) -> str:
     return f"pid {info.get('pid', '?')} on host {info.get('host', '?')}, since {when}"
 
 
-def check_free(folder: str | os.PathLike) -> None:
-    """Raise :class:`LockHeld` when a live run (or one that cannot be judged) holds ``folder``."""
-    info = read_holder(folder)
-    if info is None:
-        return
-    alive = holder_alive(folder, info)
-    if alive is False:
-        return
-    raise LockHeld(_held_message(folder, info, alive))
-
-
 def _held_message(folder, info: Dict[str, Any], alive: Optional[bool]) -> str:
     lock = lock_path(folder)
     if alive:
