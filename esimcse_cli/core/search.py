@@ -1,0 +1,345 @@
+"""``search`` as a function: an encoded corpus (``.npy``, N x D) and query vectors (Q x D) in, top-k hits out.
+
+The matrix is memory-mapped and read in chunks of rows sized from a byte budget, so memory stays flat in
+N: each chunk is copied once, moved to the device, scored against every query with one torch matmul, and
+cut to its own top-k, which is merged into a running top-k. Queries are L2-normalised here, and each row's
+score is divided by the row's norm, so scores are cosines whether or not ``encode`` normalised the rows
+(a row of zeros, or a query of zeros, scores 0). Equal scores rank the lower row first, always.
+
+Beside the matrix, ``encode`` writes a sidecar, ``corpus.npy`` -> ``corpus.npy.json``: the model that
+encoded it (spec to load it again), pooling, max length, normalisation, shape, dtype and esimcse version.
+Queries are encoded with that model unless ``--model`` says otherwise; a different model, pooling or
+dimension is refused in one line.
+
+``--texts FILE`` turns rows into their texts: row *i* is line *i + 1* of the file encode read (blank lines
+included: encode gives each its own row). One pass records each line's byte offset (8 bytes a line); a hit's
+text is then read by seeking, so the corpus is never held in memory. Search writes no file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Sequence
+
+import numpy as np
+import torch
+
+from esimcse_cli.core import corpus
+from esimcse_cli.core.atomic import atomic_write_text
+from esimcse_cli.core.errors import ConfigError, InputError, first_line
+
+SIDECAR_SUFFIX = ".json"
+SIDECAR_FORMAT = "esimcse-embeddings/1"
+SIDECAR_KEYS = ("model", "pooling", "max_length", "normalize", "dim", "rows", "dtype")
+CHUNK_BYTES = 256 << 20  # a chunk's float32 copy plus its scores against every query of a block
+QUERY_BLOCK = 4096  # more queries than this are scored in blocks, each reading the matrix once
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One result: query ``query`` (0-based), ``rank`` (1-based), its cosine, and matrix ``row`` (0-based)."""
+
+    query: int
+    rank: int
+    score: float
+    row: int
+    text: str | None = None
+
+
+# ------------------------------------------------------------------------------------------------ the sidecar
+def sidecar_path(npy_path: str | os.PathLike) -> Path:
+    return Path(os.fspath(npy_path) + SIDECAR_SUFFIX)
+
+
+def model_key(spec: str | os.PathLike | None) -> str:
+    """The ``--model`` spec as the sidecar records it: ``default``, a folder's absolute path, or a hub name.
+
+    A folder is made absolute so that ``search`` run from another directory loads the same model, and so that
+    ``./m`` and ``m`` compare equal.
+    """
+    from esimcse_cli.core.models import DEFAULT_MODEL
+
+    if spec is None or str(spec).strip() == DEFAULT_MODEL:
+        return DEFAULT_MODEL
+    path = Path(str(spec)).expanduser()
+    return str(path.resolve()) if path.exists() else str(spec)
+
+
+def embedding_meta(model: str | os.PathLike | None, *, pooling: str, max_length: int, normalize: bool, dim: int,
+                   rows: int, dtype: str, source: str | None = None) -> dict:
+    """The sidecar's content for a matrix ``encode`` wrote with ``--model model``."""
+    from esimcse_cli import __version__
+
+    return {
+        "format": SIDECAR_FORMAT, "model": model_key(model), "pooling": pooling, "max_length": int(max_length),
+        "normalize": bool(normalize), "dim": int(dim), "rows": int(rows), "dtype": str(dtype), "source": source,
+        "esimcse_version": __version__,
+    }
+
+
+def write_sidecar(npy_path: str | os.PathLike, meta: dict) -> Path:
+    path = sidecar_path(npy_path)
+    atomic_write_text(path, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def read_sidecar(npy_path: str | os.PathLike) -> dict | None:
+    """The sidecar of ``npy_path``, or ``None`` where there is none (a matrix from another tool).
+
+    The dict also holds ``_path``, the file it was read from, for messages (it is not written back).
+    """
+    path = sidecar_path(npy_path)
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{path}: not valid JSON ({first_line(exc, type(exc).__name__)}); delete it or encode again") from None
+    if not isinstance(meta, dict) or any(key not in meta for key in SIDECAR_KEYS):
+        missing = [key for key in SIDECAR_KEYS if not isinstance(meta, dict) or key not in meta]
+        raise InputError(f"{path}: not an esimcse sidecar (missing {', '.join(missing)}); delete it or encode again")
+    return {**meta, "_path": str(path)}
+
+
+def check_compatible(meta: dict | None, model_name: str | os.PathLike | None, pooling: str | None, dim: int | None) -> None:
+    """Refuse query settings that do not match the sidecar: another model, another pooling, another dimension.
+
+    ``None`` for any of them means "not chosen" and is not compared; no sidecar means nothing to compare.
+    """
+    if meta is None:
+        return
+    where = meta.get("_path", "the sidecar")
+    if model_name is not None and model_key(model_name) != meta["model"]:
+        raise ConfigError(f"--model {model_name}: the matrix was encoded with {meta['model']} ({where}); "
+                          "vectors of different models do not compare (omit --model, or encode again)")
+    if pooling is not None and pooling != meta["pooling"]:
+        raise ConfigError(f"--pooling {pooling}: the matrix was encoded with {meta['pooling']} pooling ({where})")
+    if dim is not None and int(dim) != int(meta["dim"]):
+        raise InputError(f"the query model gives {dim}-dim vectors; the matrix holds {meta['dim']}-dim ones ({where})")
+
+
+def query_encoder_args(npy_path: str | os.PathLike, meta: dict | None, model: str | None = None,
+                       pooling: str | None = None, max_length: int | None = None) -> dict:
+    """``load_encoder`` keyword arguments that encode queries as the corpus was encoded (after :func:`check_compatible`)."""
+    check_compatible(meta, model, pooling, None)
+    if meta is None:
+        if model is None:
+            raise ConfigError(f"{npy_path}: no {sidecar_path(npy_path).name} says which model encoded it; give --model")
+        return {"spec": model, "pooling": pooling, "max_length": max_length}
+    return {"spec": meta["model"] if model is None else model, "pooling": pooling or meta["pooling"],
+            "max_length": max_length or meta["max_length"]}
+
+
+# ------------------------------------------------------------------------------------------------- the matrix
+def open_matrix(npy_path: str | os.PathLike) -> np.ndarray:
+    """Memory-map a 2-D float ``.npy`` (only its header is read here)."""
+    path = corpus.check_input(npy_path)
+    try:
+        matrix = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{path}: not a .npy matrix ({first_line(exc, type(exc).__name__)})") from None
+    if not isinstance(matrix, np.ndarray) or matrix.ndim != 2:
+        shape = getattr(matrix, "shape", "?")
+        raise InputError(f"{path}: expected a 2-D matrix (rows x dim), got shape {shape}")
+    if matrix.dtype.kind != "f":
+        raise InputError(f"{path}: dtype {matrix.dtype} is not searchable (search reads float16 and float32 matrices)")
+    if matrix.shape[0] == 0 or matrix.shape[1] == 0:
+        raise InputError(f"{path}: the matrix is empty (shape {matrix.shape})")
+    return matrix
+
+
+def chunk_rows_for(dim: int, queries: int, budget: int = CHUNK_BYTES) -> int:
+    """Rows per chunk: the float32 copy of the chunk (dim) and its scores (one per query) fit ``budget`` bytes."""
+    return max(1, budget // (4 * (int(dim) + max(1, int(queries)))))
+
+
+def top_k(matrix: np.ndarray, queries: np.ndarray, k: int, *, chunk_rows: int | None = None, device: str = "cpu",
+          normalize_rows: bool = True, display: str = "matrix") -> tuple[np.ndarray, np.ndarray]:
+    """``(scores, rows)``, each ``(Q, min(k, N))``: every query's best rows by cosine, best first, ties by lower row.
+
+    ``normalize_rows=False`` trusts the rows to be unit vectors already (scores are then dot products).
+    """
+    n, dim = matrix.shape
+    q = torch.as_tensor(np.asarray(queries, dtype=np.float32), device=device).reshape(-1, dim)
+    q = q / torch.linalg.vector_norm(q, dim=1, keepdim=True).clamp_min(1e-12)
+    k = min(int(k), n)
+    scores_out, rows_out = [], []
+    for start_q in range(0, q.shape[0], QUERY_BLOCK):
+        block = q[start_q:start_q + QUERY_BLOCK]
+        step = chunk_rows or chunk_rows_for(dim, block.shape[0])
+        best_s = torch.empty((block.shape[0], 0), device=device)
+        best_r = torch.empty((block.shape[0], 0), dtype=torch.long, device=device)
+        for start in range(0, n, step):
+            # a copy in native byte order: torch takes neither a read-only map nor a big-endian file
+            rows = np.array(matrix[start:start + step], dtype=matrix.dtype.newbyteorder("="))
+            x = torch.from_numpy(rows).to(device).float()
+            s = block @ x.T
+            if normalize_rows:
+                s /= torch.linalg.vector_norm(x, dim=1).clamp_min(1e-12)
+            if not torch.isfinite(s).all():
+                bad = int(torch.nonzero(~torch.isfinite(s).all(dim=0))[0, 0]) + start
+                raise InputError(f"{display}: row {bad} holds NaN or infinite values")
+            cs, cr = _chunk_top(s, k)
+            # running hits (lower rows) first, then this chunk's in row order: a stable sort keeps ties by row
+            all_s, all_r = torch.cat([best_s, cs], dim=1), torch.cat([best_r, cr + start], dim=1)
+            order = torch.sort(all_s, dim=1, descending=True, stable=True).indices[:, :k]
+            best_s, best_r = all_s.gather(1, order), all_r.gather(1, order)
+        scores_out.append(best_s.cpu().numpy())
+        rows_out.append(best_r.cpu().numpy())
+    if not scores_out:
+        return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
+    return np.concatenate(scores_out), np.concatenate(rows_out)
+
+
+def _chunk_top(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each query's ``k`` best columns of ``s`` by (score desc, column asc), returned in column order.
+
+    ``torch.topk`` picks an arbitrary subset of values tied with the k-th; where a query has such a tie, its
+    selection is redone: every column above the k-th value, then the lowest columns equal to it.
+    """
+    k = min(k, s.shape[1])
+    vals, cols = torch.topk(s, k, dim=1, sorted=False)
+    kth = vals.min(dim=1, keepdim=True).values
+    for i in torch.nonzero((s >= kth).sum(dim=1) > k).flatten().tolist():
+        above = torch.nonzero(s[i] > kth[i]).flatten()
+        equal = torch.nonzero(s[i] == kth[i]).flatten()[: k - above.numel()]
+        cols[i] = torch.cat([above, equal])
+    cols = torch.sort(cols, dim=1).values
+    return s.gather(1, cols), cols
+
+
+# ------------------------------------------------------------------------------------------------- the texts
+class TextRows:
+    """Row -> text of the file ``encode`` read, by seeking to recorded byte offsets (``len`` = its rows)."""
+
+    def __init__(self, fh: BinaryIO, offsets: np.ndarray, display: str, plain: bool, encoding_errors: str):
+        self._fh = fh
+        self.offsets = offsets  # int64, rows + 1: row i is bytes offsets[i]:offsets[i + 1]
+        self.display = display
+        self.plain = plain  # a text file read in place (lines end in \n); else a spool of exact UTF-8 texts
+        self._errors = encoding_errors
+
+    def __len__(self) -> int:
+        return int(self.offsets.shape[0]) - 1
+
+    def get(self, rows: Sequence[int]) -> list[str]:
+        out = []
+        for row in rows:
+            start, end = int(self.offsets[row]), int(self.offsets[row + 1])
+            self._fh.seek(start)
+            raw = self._fh.read(end - start)
+            if not self.plain:
+                out.append(raw.decode("utf-8"))
+                continue
+            text = corpus._decode(raw, self.display, int(row) + 1, self._errors)
+            out.append(text[1:] if row == 0 and text.startswith("\ufeff") else text)
+        return out
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> "TextRows":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, rows: int | None = None, *, text_column: str | None = None,
+             encoding_errors: str = "strict") -> "TextRows":
+        """Index ``path`` in one pass; ``rows`` (the matrix's) must equal its count of texts."""
+        corpus.check_encoding_errors(encoding_errors)
+        path = corpus.check_input(path)
+        display = str(path)
+        if corpus.input_format(path) == "txt":
+            if text_column is not None:
+                raise InputError(f"{display}: --text-column applies to csv, tsv, jsonl and parquet files, not plain text")
+            fh = open(path, "rb")
+            offsets = _line_offsets(fh)
+            plain = True
+        else:
+            # tabular rows are not lines (quoted newlines, parquet): their texts go to an unnamed spool file
+            fh = tempfile.TemporaryFile(prefix="esimcse-texts-")
+            ends, pos = [0], 0
+            try:
+                for _, text in corpus.iter_texts(path, text_column, encoding_errors, display=display):
+                    pos += fh.write(text.encode("utf-8"))
+                    ends.append(pos)
+            except BaseException:
+                fh.close()
+                raise
+            offsets = np.asarray(ends, dtype=np.int64)
+            plain = False
+        lookup = cls(fh, offsets, display, plain, encoding_errors)
+        if rows is not None and len(lookup) != rows:
+            lookup.close()
+            raise InputError(_mismatch(display, len(lookup), rows, plain))
+        return lookup
+
+
+def _line_offsets(fh: BinaryIO) -> np.ndarray:
+    """Start of every line and the end of the last, as :func:`corpus.count_lines` counts lines (split on ``\\n``)."""
+    ends, pos, last = [np.zeros(1, np.int64)], 0, b"\n"
+    while block := fh.read(1 << 24):
+        ends.append(np.flatnonzero(np.frombuffer(block, np.uint8) == 10).astype(np.int64) + (pos + 1))
+        pos += len(block)
+        last = block[-1:]
+    if last != b"\n":  # a last line without \n still counts
+        ends.append(np.array([pos], np.int64))
+    return np.concatenate(ends)
+
+
+def _mismatch(display: str, count: int, rows: int, plain: bool) -> str:
+    unit = "lines (blank ones included, as encode counts them)" if plain else "texts"
+    return f"{display}: {count} {unit}, but the matrix has {rows} rows; --texts must be the file that was encoded"
+
+
+# ---------------------------------------------------------------------------------------------- the command
+def check_search_args(npy_path: str | os.PathLike, *, k: int = 10, chunk_rows: int | None = None,
+                      texts: str | os.PathLike | None = None, text_column: str | None = None,
+                      encoding_errors: str = "strict") -> dict | None:
+    """Refuse bad input before any model is loaded; return the sidecar (``None`` where there is none)."""
+    if k <= 0:
+        raise InputError(f"-k must be positive, got {k}")
+    if chunk_rows is not None and chunk_rows <= 0:
+        raise InputError(f"--chunk-rows must be positive, got {chunk_rows}")
+    corpus.check_encoding_errors(encoding_errors)
+    matrix = open_matrix(npy_path)
+    meta = read_sidecar(npy_path)
+    if meta is not None:
+        if (int(meta["rows"]), int(meta["dim"])) != matrix.shape:
+            raise InputError(f"{meta['_path']}: records {meta['rows']} x {meta['dim']}, but {npy_path} is "
+                             f"{matrix.shape[0]} x {matrix.shape[1]}; the sidecar is stale (encode again)")
+    if texts is not None:
+        path = corpus.check_input(texts)
+        if corpus.input_format(path) == "txt":
+            if text_column is not None:
+                raise InputError(f"{path}: --text-column applies to csv, tsv, jsonl and parquet files, not plain text")
+            count, plain = corpus.count_lines(path), True
+        else:
+            count, plain = corpus.count_texts(path, text_column, encoding_errors), False
+        if count != matrix.shape[0]:
+            raise InputError(_mismatch(str(path), count, matrix.shape[0], plain))
+    return meta
+
+
+def search(npy_path: str | os.PathLike, queries: np.ndarray, *, k: int = 10, texts: TextRows | None = None,
+           chunk_rows: int | None = None, device: str = "cpu", normalize_rows: bool = True) -> list[Hit]:
+    """Every query's ``k`` best rows of the matrix at ``npy_path`` (all rows where ``k`` exceeds them), as records."""
+    matrix = open_matrix(npy_path)
+    queries = np.asarray(queries)
+    if queries.ndim != 2 or queries.shape[1] != matrix.shape[1]:
+        raise InputError(f"{npy_path}: holds {matrix.shape[1]}-dim rows; the queries are {queries.shape[-1]}-dim")
+    if texts is not None and len(texts) != matrix.shape[0]:
+        raise InputError(_mismatch(texts.display, len(texts), matrix.shape[0], texts.plain))
+    scores, rows = top_k(matrix, queries, k, chunk_rows=chunk_rows, device=device, normalize_rows=normalize_rows,
+                         display=str(npy_path))
+    hits = []
+    for qi in range(rows.shape[0]):
+        found = texts.get(rows[qi].tolist()) if texts is not None else [None] * rows.shape[1]
+        hits += [Hit(qi, rank + 1, float(scores[qi, rank]), int(rows[qi, rank]), found[rank]) for rank in range(rows.shape[1])]
+    return hits
