@@ -51,7 +51,7 @@ SCHEMA_VERSION = 1
 # ------------------------------------------------------------------------------------------------
 def check_split(split: str) -> None:
     if split not in sts.SPLITS:
-        raise ConfigError(f"--split {split!r}: choose from test, dev, train")
+        raise ConfigError(f"--split {split!r}: choose from {', '.join(sts.SPLITS)}")
 
 
 def check_aggregate(aggregate: str) -> None:

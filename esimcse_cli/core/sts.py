@@ -70,7 +70,7 @@ STS_SUBSETS: Dict[str, Tuple[str, ...]] = {
 #: The seven standard tasks, by their JSON keys, in SimCSE's reporting order.
 TASKS: Tuple[str, ...] = ("STS12", "STS13", "STS14", "STS15", "STS16", "STSBenchmark", "SICKRelatedness")
 
-SPLITS: Tuple[str, ...] = ("train", "dev", "test")
+SPLITS: Tuple[str, ...] = ("test", "dev", "train")  # test first: the default, and the order messages list them in
 
 _ALIASES = {
     "sts12": "STS12",
