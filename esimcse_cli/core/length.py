@@ -111,9 +111,7 @@ def read_probe_corpus(path: Union[str, os.PathLike]) -> List[str]:
 
 def make_repetition_pairs(tokenizer, sentences: Sequence[str], dup_rate: float = augment.DEFAULT_DUP_RATE, variant: str = "paper", seed: int = stats.DEFAULT_SEED):
     """(originals, copies, inserted counts): sub-word repetition, detokenised with the tokenizer."""
-    augment.check_rate(dup_rate)
-    if variant not in VARIANTS:
-        raise ConfigError(f"--probe-variant {variant!r}: choose from {', '.join(VARIANTS)}")
+    augment.check_options(variant=variant, dup_rate=dup_rate)
     rng = random.Random(seed)
     originals, copies, inserted = [], [], []
     for s in sentences:
