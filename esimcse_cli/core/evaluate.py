@@ -189,7 +189,7 @@ def parse_buckets(spec: Optional[str] = None) -> List[Bucket]:
         ranges.append((lo, hi))
     if ranges[0][0] != 0:
         raise ConfigError(f"--buckets {spec!r}: the first range must start at 0")
-    for (lo1, hi1), (lo2, _) in zip(ranges, ranges[1:]):
+    for (_, hi1), (lo2, _) in zip(ranges, ranges[1:]):
         if hi1 is None:
             raise ConfigError(f"--buckets {spec!r}: only the last range may be open-ended")
         if lo2 != hi1 + 1:
