@@ -826,8 +826,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             except Exception as exc:  # one broken cell must not stop an unattended study
                 import traceback
 
+                from esimcse_cli.core.errors import first_line
+
                 traceback.print_exc()
-                echo(f"cell {c.name} FAILED ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                echo(f"cell {c.name} FAILED ({type(exc).__name__}: {first_line(exc)}); "
                      "it stays pending, going on with the next cell")
                 failed.append(c.name)
                 continue

@@ -77,7 +77,6 @@ def run_ours(args, variant: str) -> dict:
 
 
 def run_st(args) -> dict:
-    import numpy as np
     import torch
     from sentence_transformers import SentenceTransformer, losses
 

@@ -6,8 +6,6 @@ any other exception is a bug. Example counts are kept small so the file runs in 
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
