@@ -124,7 +124,7 @@ def test_to_cli_args_round_trips_through_the_cli_parser():
     group = typer.main.get_command(app)
     ctx = group.commands["train"].make_context("train", list(args))
     p = ctx.params
-    assert (p["corpus"], p["output"], p["method"], p["repetition"], p["dup_rate"], p["batch_size"], p["mlp"], p["pooler"]) == (
+    assert (p["corpus"], p["output_dir"], p["method"], p["repetition"], p["dup_rate"], p["batch_size"], p["mlp"], p["pooler"]) == (
         "c.txt", "o", "simcse", True, 0.24, 16, False, "avg")
 
 
@@ -190,3 +190,71 @@ def test_a_run_from_a_config_writes_only_inside_its_output_folder(tmp_path, tiny
     assert new and all(run in p.resolve().parents for p in new), sorted(map(str, new))
     assert {"model.safetensors", "train_config.yaml", "manifest.json", "metrics.jsonl", "state"} <= {p.name for p in run.iterdir()}
     assert list(systmp.iterdir()) == [] and list(cwd.iterdir()) == []
+
+
+def test_every_train_option_is_a_config_field_and_back():
+    """The train command's parameters are TrainConfig's fields by name: the options are written once."""
+    import dataclasses
+
+    import typer
+
+    from esimcse_cli.cli import app
+    from esimcse_cli.cli.train import NOT_CONFIG
+
+    command = typer.main.get_command(app).commands["train"]
+    options = {p.name for p in command.params} - set(NOT_CONFIG)
+    assert options == {f.name for f in dataclasses.fields(TrainConfig)} - {"eval_batch_size"}  # internal: no option
+
+
+@pytest.fixture
+def no_usual_data(tmp_path, monkeypatch):
+    """No STS data where discovery looks unless a test puts it there: an empty working folder, no env, no user folders."""
+    from esimcse_cli.core import sts
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delenv(sts.DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(sts, "user_data_dirs", lambda: [])
+    return work
+
+
+def test_a_run_gets_a_default_output_folder_and_needs_a_corpus(no_usual_data, tmp_path):
+    from esimcse_cli.core.config import DEFAULT_OUTPUT_DIR
+    from sts_fixtures import make_senteval
+
+    (tmp_path / "c.txt").write_text("x\n")
+    make_senteval(tmp_path / "senteval")
+    plain = build_config({"corpus": str(tmp_path / "c.txt")})  # a library caller names what it wants
+    assert (plain.output_dir, plain.dev_data) == (None, None)
+    with pytest.raises(ConfigError, match="no corpus given: esimcse train CORPUS"):
+        build_config({}, run=True)
+    c = build_config({"corpus": str(tmp_path / "c.txt")}, run=True)
+    assert c.output_dir == DEFAULT_OUTPUT_DIR and c.dev_data == str((tmp_path / "senteval").resolve())
+    for off in ("none", "None"):
+        assert build_config({"corpus": str(tmp_path / "c.txt"), "dev_data": off}, run=True).dev_data is None
+        assert build_config({"corpus": str(tmp_path / "c.txt"), "dev_data": off}).dev_data == off
+
+
+def test_train_says_where_it_found_dev_data(no_usual_data, tmp_path, tiny_model_dir):
+    """The line on stderr is the one the CLI printed before the discovery moved into build_config."""
+    import random
+
+    from clirunner import run_main
+    from conftest import WORDS
+    from sts_fixtures import make_senteval
+
+    r = random.Random(0)
+    (tmp_path / "corpus.txt").write_text("\n".join(" ".join(r.choice(WORDS) for _ in range(6)) for _ in range(16)) + "\n")
+    found = make_senteval(tmp_path / "senteval").resolve()
+    args = [str(tmp_path / "corpus.txt"), "-m", str(tiny_model_dir), "-b", "4", "--max-steps", "1", "--max-length", "16",
+            "--eval-steps", "0", "--save-steps", "0"]
+    res = run_main("train", *args, "-o", str(tmp_path / "found"))
+    assert res.code == 0, res.stderr
+    assert f"selecting on STS-B dev from {found} (found without --dev-data; --dev-data none turns it off)" in res.lines
+    res = run_main("train", *args, "-o", str(tmp_path / "off"), "--dev-data", "none")
+    assert res.code == 0, res.stderr
+    assert not any("selecting on STS-B dev" in line for line in res.lines)
+    assert yaml.safe_load((tmp_path / "off" / "train_config.yaml").read_text())["dev_data"] is None
+    res = run_main("train", "--resume")
+    assert res.code == 2 and res.lines == ["esimcse: error: --resume needs -o OUT_DIR, the folder of the interrupted run"]

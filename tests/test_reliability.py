@@ -231,14 +231,15 @@ def test_no_unsafe_loaders_in_the_code():
 def test_trust_remote_code_is_off_by_default():
     import inspect
 
-    from esimcse_cli import cli
+    from esimcse_cli.cli.encode import encode
+    from esimcse_cli.cli.evaluate import eval_sts, length_analysis_cmd
     from esimcse_cli.core import models
 
     for fn in (models.load_encoder, models.load_backbone, models.load_tokenizer):
         assert inspect.signature(fn).parameters["trust_remote_code"].default is False, fn.__name__
-    for name in ("encode", "eval_sts", "length_analysis_cmd"):
-        opt = inspect.signature(getattr(cli, name)).parameters["trust_remote_code"].default
-        assert getattr(opt, "default", opt) is False, name
+    for fn in (encode, eval_sts, length_analysis_cmd):
+        opt = inspect.signature(fn).parameters["trust_remote_code"].default
+        assert getattr(opt, "default", opt) is False, fn.__name__
 
 
 def test_pickled_weights_never_run_code(tiny_model_dir, tmp_path):

@@ -342,14 +342,28 @@ def load_preset(name: str) -> Dict[str, Any]:
     return read_yaml(PRESETS_DIR / f"{name}.yaml")
 
 
+# Where a run writes when no -o is given.
+DEFAULT_OUTPUT_DIR = "esimcse-model"
+# --dev-data none (any case): no model selection, not even on dev data found without being named.
+NO_DEV_DATA = "none"
+
+
 def build_config(
     cli_values: Optional[Mapping[str, Any]] = None,
     config_file: Optional[str | os.PathLike] = None,
+    *,
+    run: bool = False,
 ) -> TrainConfig:
     """Merge defaults < preset < config file < command-line values; check types and ranges.
 
     ``cli_values`` holds only the options the user actually gave (``None`` values are dropped).
     The preset may be named on the command line or in the config file.
+
+    With ``run`` (``esimcse train``), the result is what a new run starts from: the output folder defaults
+    to :data:`DEFAULT_OUTPUT_DIR`, a corpus is required, and without ``dev_data`` the STS-B dev data that
+    :func:`~esimcse_cli.core.sts.discover_dev_data` finds is selected on (said on the ``esimcse`` logger);
+    ``dev_data: none`` turns selection off. Without ``run`` nothing is filled in or looked for: a library
+    caller names what it wants.
     """
     cli = check_values({k: v for k, v in (cli_values or {}).items() if v is not None}, "command line")
     file_values: Dict[str, Any] = {}
@@ -365,7 +379,33 @@ def build_config(
         merged["preset"] = preset
     merged.update(file_values)
     merged.update(cli)
-    return TrainConfig(**merged).validate()
+    cfg = TrainConfig(**merged).validate()
+    if run:
+        _ready_to_run(cfg)
+    return cfg
+
+
+def _ready_to_run(cfg: TrainConfig) -> None:
+    if cfg.output_dir is None:
+        cfg.output_dir = DEFAULT_OUTPUT_DIR
+    if cfg.corpus is None:
+        raise ConfigError("no corpus given: esimcse train CORPUS [-o OUT_DIR]")
+    if cfg.dev_data is None:
+        import logging
+
+        from esimcse_cli.core.sts import discover_dev_data  # the places eval-sts looks in, and the corpus's folder
+
+        found = discover_dev_data(cfg.corpus)
+        if found is not None:
+            cfg.dev_data = str(found)
+            logging.getLogger("esimcse").info(
+                "selecting on STS-B dev from %s (found without --dev-data; --dev-data %s turns it off)", found, NO_DEV_DATA)
+    cfg.dev_data = dev_data_or_none(cfg.dev_data)
+
+
+def dev_data_or_none(dev_data: Optional[str]) -> Optional[str]:
+    """``dev_data`` as a run uses it: :data:`NO_DEV_DATA` means none."""
+    return None if dev_data is not None and str(dev_data).lower() == NO_DEV_DATA else dev_data
 
 
 def write_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
@@ -382,6 +422,9 @@ __all__ = [
     "load_preset",
     "write_config",
     "to_cli_args",
+    "dev_data_or_none",
+    "DEFAULT_OUTPUT_DIR",
+    "NO_DEV_DATA",
     "PRESETS",
     "METHODS",
     "AUTO_POOLER",

@@ -8,6 +8,8 @@
     OUT/state (:mod:`esimcse_cli.core.checkpoint`) -> config_for_resume: the saved config, with the options
     of :data:`MUTABLE_ON_RESUME` taken from the command line -> the trainer checks it again against the saved
     state with the same :func:`check_resume_config`.
+
+    run_config: the one entry of ``esimcse train``, a new run's config (build_config) or a resumed one's.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, Dict, Mapping, Optional
 from esimcse_cli.core import checkpoint as ckpt
 from esimcse_cli.core import distributed as distrib
 from esimcse_cli.core import runlock, signals
-from esimcse_cli.core.config import TrainConfig, check_values
+from esimcse_cli.core.config import TrainConfig, build_config, check_values, dev_data_or_none
 from esimcse_cli.core.errors import ConfigError, InputError
 
 # Options that may differ between a saved state and the run that resumes it.
@@ -131,3 +133,19 @@ def config_for_resume(output_dir: str, overrides: Optional[Dict[str, Any]] = Non
     saved["resume"] = True
     saved["output_dir"] = str(output_dir)
     return TrainConfig(**saved).validate()
+
+
+def run_config(values: Mapping[str, Any], config_file: Optional[str | os.PathLike] = None) -> TrainConfig:
+    """The config ``esimcse train`` runs with, from the options given (``None``: not given).
+
+    A new run's is :func:`~esimcse_cli.core.config.build_config` ``(run=True)``. With ``resume`` it is the
+    saved run's in ``output_dir`` (:func:`config_for_resume`; ``config_file`` is not read), where
+    ``--dev-data none`` turns selection off as it does for a new run.
+    """
+    if not values.get("resume"):
+        return build_config(values, config_file, run=True)
+    if values.get("output_dir") is None:
+        raise ConfigError("--resume needs -o OUT_DIR, the folder of the interrupted run")
+    cfg = config_for_resume(values["output_dir"], values)
+    cfg.dev_data = dev_data_or_none(cfg.dev_data)
+    return cfg

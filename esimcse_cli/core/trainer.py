@@ -71,7 +71,6 @@ from esimcse_cli.core.models import Backbone, check_model, load_backbone, positi
 from esimcse_cli.core.momentum import MomentumEncoder, NegativeQueue
 from esimcse_cli.core.padding import forward_by_length, overhead_for
 from esimcse_cli.core.run_folder import check_resume_config, clear_previous_run, hold_output, prepare_output
-from esimcse_cli.core.run_folder import config_for_resume  # noqa: F401 (cli.train_cmd imports it from here, for now)
 from esimcse_cli.core.run_log import RunLog, make_dev_scorer, read_metrics, write_metrics
 from esimcse_cli.core.signals import DeferredStop
 from esimcse_cli.core.views import SECOND_VIEW_STREAM, Batcher, EpochOrder, seed_for

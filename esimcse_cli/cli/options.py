@@ -1,0 +1,73 @@
+"""The options several commands share, written once as ``Annotated`` aliases (Typer's style since 0.9).
+
+    a command's parameter: ``model: Model = "default"`` -> the alias names the flags and the help,
+    the ``=`` sets this command's default (``train`` gives ``None``: a flag left out must not override
+    its ``--config`` file) -> Typer copies the option per command.
+
+An option whose help or kind differs by command (``compare``'s repeatable ``--model``, ``--bootstrap``'s
+defaults) is written in its command, from the help texts here. Only Typer is imported: the choices are
+checked in core, which names them in its one-line errors.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, List, Optional
+
+import typer
+
+MODEL_HELP = "'default' (bundled all-MiniLM-L6-v2), a local model folder, or a hub name."
+POOLING_HELP = "cls | cls_before_pooler | avg | avg_first_last | avg_top2 (default: what the folder records)."
+DEVICE_HELP = "auto (CUDA when present), cpu, cuda, cuda:N."
+DATA_DIR_HELP = ("SentEval's data/downstream folder (with STS/ and SICK/) or a parent of it, e.g. ../shared/data "
+                 "(default: $ESIMCSE_DATA_DIR, else the first of ./SentEval/data/downstream, ./data/downstream and "
+                 "~/.local/share/esimcse/downstream that holds it).")
+BUCKETS_HELP = "Length-difference buckets, inclusive ranges from 0 with an open end: default 0-3,4- (the paper's <=3 vs >3)."
+CI_HELP = "Interval level in (0, 1) (default 0.95)."
+SEED_HELP = "Seed of the bootstrap resampling (default 42); the same seed gives the same intervals."
+
+# ---- the model and how it runs: encode, eval-sts, compare, length-analysis, train
+Model = Annotated[Optional[str], typer.Option("--model", "-m", help=MODEL_HELP)]
+Pooling = Annotated[Optional[str], typer.Option("--pooling", help=POOLING_HELP)]
+MaxLength = Annotated[Optional[int], typer.Option("--max-length", help="Max tokens per sentence (default: the model's own limit).")]
+BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Sentences per forward pass.")]
+Device = Annotated[Optional[str], typer.Option("--device", help=DEVICE_HELP)]
+TrustRemoteCode = Annotated[Optional[bool], typer.Option("--trust-remote-code", help="Allow custom model code from the model folder/hub.")]
+
+# ---- text input: encode, augment, train
+EncodingErrors = Annotated[Optional[str], typer.Option("--encoding-errors", help="strict | replace | ignore, for text that is not UTF-8.")]
+TextColumn = Annotated[Optional[str], typer.Option("--text-column", help="Column to read from csv/tsv/jsonl/parquet.")]
+
+# ---- STS data: eval-sts, compare, length-analysis
+Data = Annotated[Optional[str], typer.Argument(metavar="DATA_DIR", help="Same as --data-dir.")]
+DataDir = Annotated[Optional[str], typer.Option("--data-dir", "-d", help=DATA_DIR_HELP)]
+Tasks = Annotated[Optional[str], typer.Option(
+    "--tasks", "-t", help="Comma-separated tasks: STS12,STS13,STS14,STS15,STS16,STSBenchmark,SICKRelatedness (default: all).")]
+Split = Annotated[str, typer.Option(
+    "--split", help="Split for STSBenchmark and SICKRelatedness: test | dev | train (SICK dev = trial).")]
+Pairs = Annotated[Optional[List[str]], typer.Option(
+    "--pairs", help="Your own scored pairs: sentence1<TAB>sentence2<TAB>score (.tsv, header optional), or "
+    ".csv/.jsonl/.parquet. Repeatable.")]
+PairsColumns = Annotated[Optional[str], typer.Option(
+    "--pairs-columns", help="Columns of --pairs files: sentence1,sentence2,score (names or 0-based indices).")]
+BucketByLength = Annotated[bool, typer.Option("--bucket-by-length", help="Also score within length-difference buckets.")]
+Buckets = Annotated[Optional[str], typer.Option("--buckets", help=BUCKETS_HELP + " Implies --bucket-by-length.")]
+LengthUnit = Annotated[str, typer.Option(
+    "--length-unit", help="words (whitespace words of the stored text) | tokens (each model's own sub-words, no specials).")]
+BootstrapSeed = Annotated[Optional[int], typer.Option("--seed", help=SEED_HELP)]
+Json = Annotated[Optional[str], typer.Option("--json", help="Write the full result as JSON (schema in the README).")]
+
+
+def fill_bare_bootstrap(args: List[str]) -> List[str]:
+    """Give a bare ``--bootstrap`` (no number after it) its default N, which click cannot do for an int option."""
+    out: List[str] = []
+    for i, tok in enumerate(args):
+        if tok == "--":
+            return out + args[i:]
+        out.append(tok)
+        if tok == "--bootstrap":
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            if nxt is None or not nxt.lstrip("-").isdigit():
+                from esimcse_cli.core.stats import DEFAULT_REPLICATES
+
+                out.append(str(DEFAULT_REPLICATES))
+    return out
