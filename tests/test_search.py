@@ -317,3 +317,20 @@ def test_bad_values_in_search(matrix, tmp_path):
     with pytest.raises(InputError, match="nan.npy: row 321 holds NaN or infinite values"):
         search(tmp_path / "nan.npy", q, chunk_rows=100)
     assert search(path, q[:0]) == []
+
+
+@pytest.mark.parametrize("layout", ["big-endian", "fortran", "float64"])
+def test_other_npy_layouts(tmp_path, layout):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((120, 12)).astype(np.float32)
+    stored = {"big-endian": x.astype(">f4"), "fortran": np.asfortranarray(x), "float64": x.astype(np.float64)}[layout]
+    np.save(tmp_path / "m.npy", stored)
+    q = rng.standard_normal((3, 12)).astype(np.float32)
+    assert_matches(x, q, 7, *top_k(np.load(tmp_path / "m.npy", mmap_mode="r"), q, 7, chunk_rows=50))
+
+
+def test_an_infinite_row_is_refused(tmp_path):
+    x = np.ones((10, 4), np.float32)
+    x[6, 1] = np.inf
+    with pytest.raises(InputError, match="row 6 holds NaN or infinite values"):
+        top_k(x, np.ones((2, 4), np.float32), 3, chunk_rows=4, display="m.npy")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Sequence
@@ -174,16 +175,15 @@ def top_k(matrix: np.ndarray, queries: np.ndarray, k: int, *, chunk_rows: int | 
         best_s = torch.empty((block.shape[0], 0), device=device)
         best_r = torch.empty((block.shape[0], 0), dtype=torch.long, device=device)
         for start in range(0, n, step):
-            # a copy in native byte order: torch takes neither a read-only map nor a big-endian file
-            rows = np.array(matrix[start:start + step], dtype=matrix.dtype.newbyteorder("="))
-            x = torch.from_numpy(rows).to(device).float()
+            x = _rows_tensor(matrix[start:start + step]).to(device).float()
             s = block @ x.T
             if normalize_rows:
                 s /= torch.linalg.vector_norm(x, dim=1).clamp_min(1e-12)
-            if not torch.isfinite(s).all():
-                bad = int(torch.nonzero(~torch.isfinite(s).all(dim=0))[0, 0]) + start
-                raise InputError(f"{display}: row {bad} holds NaN or infinite values")
             cs, cr = _chunk_top(s, k)
+            # topk ranks NaN above every number, so a row that would spoil the hits shows up among them
+            if not torch.isfinite(cs).all():
+                bad = int(cr[~torch.isfinite(cs)].min()) + start
+                raise InputError(f"{display}: row {bad} holds NaN or infinite values")
             # running hits (lower rows) first, then this chunk's in row order: a stable sort keeps ties by row
             all_s, all_r = torch.cat([best_s, cs], dim=1), torch.cat([best_r, cr + start], dim=1)
             order = torch.sort(all_s, dim=1, descending=True, stable=True).indices[:, :k]
@@ -195,19 +195,32 @@ def top_k(matrix: np.ndarray, queries: np.ndarray, k: int, *, chunk_rows: int | 
     return np.concatenate(scores_out), np.concatenate(rows_out)
 
 
+def _rows_tensor(rows: np.ndarray) -> torch.Tensor:
+    """A chunk of the map as a tensor, without a copy where its layout allows."""
+    if not (rows.flags.c_contiguous and rows.dtype.isnative):  # a Fortran-order or big-endian file
+        rows = np.ascontiguousarray(rows, dtype=rows.dtype.newbyteorder("="))
+    with warnings.catch_warnings():
+        # the map is read-only and torch warns about that; the tensor is only ever read
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(rows)
+
+
 def _chunk_top(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Each query's ``k`` best columns of ``s`` by (score desc, column asc), returned in column order.
 
-    ``torch.topk`` picks an arbitrary subset of values tied with the k-th; where a query has such a tie, its
-    selection is redone: every column above the k-th value, then the lowest columns equal to it.
+    The k best are one set unless the k-th score equals the (k+1)-th; ``torch.topk`` then picks an arbitrary
+    subset of the tied ones, so for such a query (rare, but every query of a zero vector) the selection is
+    redone: every column above the k-th score, then the lowest columns equal to it.
     """
-    k = min(k, s.shape[1])
-    vals, cols = torch.topk(s, k, dim=1, sorted=False)
-    kth = vals.min(dim=1, keepdim=True).values
-    for i in torch.nonzero((s >= kth).sum(dim=1) > k).flatten().tolist():
-        above = torch.nonzero(s[i] > kth[i]).flatten()
-        equal = torch.nonzero(s[i] == kth[i]).flatten()[: k - above.numel()]
-        cols[i] = torch.cat([above, equal])
+    n = s.shape[1]
+    vals, cols = torch.topk(s, min(k + 1, n), dim=1)
+    if n > k:
+        kth = vals[:, k - 1]
+        for i in torch.nonzero(vals[:, k] == kth).flatten().tolist():
+            above = torch.nonzero(~(s[i] <= kth[i])).flatten()  # NaN too: it must reach the finiteness check
+            equal = torch.nonzero(s[i] == kth[i]).flatten()[: k - above.numel()]
+            cols[i, :k] = torch.cat([above, equal])
+        cols = cols[:, :k]
     cols = torch.sort(cols, dim=1).values
     return s.gather(1, cols), cols
 
