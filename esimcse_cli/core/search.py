@@ -1,7 +1,7 @@
 """``search`` as a function: an encoded corpus (``.npy``, N x D) and query vectors (Q x D) in, top-k hits out.
 
 The matrix is memory-mapped and read in chunks of rows sized from a byte budget, so memory stays flat in
-N: each chunk is copied once, moved to the device, scored against every query with one torch matmul, and
+N: each chunk becomes a tensor (float32 on the device), is scored against every query with one torch matmul, and
 cut to its own top-k, which is merged into a running top-k. Queries are L2-normalised here, and each row's
 score is divided by the row's norm, so scores are cosines whether or not ``encode`` normalised the rows
 (a row of zeros, or a query of zeros, scores 0). Equal scores rank the lower row first, always.
