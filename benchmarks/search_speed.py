@@ -97,8 +97,8 @@ def main(argv=None) -> int:
             q = np.asarray(matrix[picks], dtype=np.float32)
             chunk = chunk_rows_for(args.dim, n_q)
             runs = {
-                "search": lambda: search(path, q, k=args.k, device=args.device),
-                "numpy": lambda: numpy_top_k(matrix, q, args.k, chunk),
+                "search": lambda q=q: search(path, q, k=args.k, device=args.device),
+                "numpy": lambda q=q, chunk=chunk: numpy_top_k(matrix, q, args.k, chunk),
             }
             times, out = {}, {}
             for name, run in runs.items():
@@ -126,7 +126,8 @@ def main(argv=None) -> int:
           f"{torch.get_num_threads()} torch thread(s), against the numpy peer: the same chunks scored with `@` and cut "
           "with `np.argpartition`, measured in the same run. Both read the matrix from the page cache (an untimed first "
           f"pass loaded it); the medians of {args.rounds} rounds. Query encoding is not included.\n",
-          "| queries at once | rows per chunk | search s | search queries/s | numpy s | numpy queries/s | speed-up | same top-k |",
+          "| queries at once | rows per chunk | search s | search queries/s | numpy s | numpy queries/s | speed-up "
+          "| same top-k |",
           "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for n_q, chunk, ours, peer, same in table:
         md.append(f"| {n_q} | {chunk:,} | {ours:.3f} | {n_q / ours:,.1f} | {peer:.3f} | {n_q / peer:,.1f} | "

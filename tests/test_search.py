@@ -127,7 +127,7 @@ def test_a_row_as_query_finds_itself_with_cosine_one(tmp_path, normalize_rows):
 
 
 def test_rows_need_not_be_normalised(matrix):
-    path, x, q = matrix
+    _, x, q = matrix
     scaled = x * np.random.default_rng(1).uniform(0.01, 100, (x.shape[0], 1)).astype(np.float32)
     a = top_k(x, q, 20)
     b = top_k(scaled, q * 3, 20, chunk_rows=33)
@@ -138,7 +138,7 @@ def test_rows_need_not_be_normalised(matrix):
 def test_many_queries_are_scored_in_blocks(monkeypatch, matrix):
     from esimcse_cli.core import search as search_mod
 
-    path, x, _ = matrix
+    _, x, _ = matrix
     q = np.random.default_rng(2).standard_normal((23, 24)).astype(np.float32)
     monkeypatch.setattr(search_mod, "QUERY_BLOCK", 5)
     assert_matches(x, q, 8, *top_k(x, q, 8, chunk_rows=50))
