@@ -1,6 +1,6 @@
 """``esimcse eval-sts`` and ``esimcse length-analysis``: Spearman tables by task and by length-difference bucket.
 
-    eval-sts: check_sts_args -> load_tasks -> load_encoder -> evaluate_loaded (a bar) -> JSON/CSV/card, table
+    eval-sts: core eval_sts (checks, tasks, model, a bar, JSON/CSV/card) -> what was encoded, the table, what was written
     length-analysis: check_length_args -> length_analysis (a bar per model) -> tables, JSON, plot
 
 The files are written before the tables: a stdout that fails (a full disk behind ``> file``) must not lose them.
@@ -67,30 +67,20 @@ def eval_sts(
 
     Example: esimcse eval-sts ../shared/data --json sts.json
     """
-    from esimcse_cli.core import card, evaluate, pairs_file, sts
-    from esimcse_cli.core.models import load_encoder
+    from esimcse_cli.core.eval_sts import eval_sts as core_eval_sts
 
-    bootstrap, bucket_spec = evaluate.check_sts_args(split, aggregate, length_unit, batch_size, bootstrap=bootstrap, ci=ci,
-                                                     bucket_by_length=bucket_by_length, buckets=buckets, outputs=(json_path, csv_path))
-    card_dir = card.card_folder(model) if update_card else None  # the default or a hub model: refused before any work
-    task_pairs = evaluate.load_tasks(sts.given_data_dir(data, data_dir), tasks, split, pairs or (), pairs_file.parse_columns(pairs_columns))
-    enc = load_encoder(model, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
-    n_distinct = len(evaluate.unique_sentences(task_pairs))
-    with ui.progress_bar(n_distinct, "encoding STS sentences", unit="sent") as advance:
-        result = evaluate.evaluate_loaded(enc, task_pairs, split, aggregate, bucket_spec, length_unit, batch_size, progress=advance,
-                                          bootstrap=bootstrap, level=ci, seed=seed)
-    n_total = result["sentences"]["total"]
-    ui.info(f"{n_total} sentences, {n_distinct} distinct, encoded in {result['seconds']['encode']:.1f}s "
-            f"({enc.pooling} pooling, max length {enc.max_length})")
-    if json_path:
-        evaluate.write_json(json_path, result)
-    if csv_path:
-        evaluate.write_csv(csv_path, evaluate.result_rows(result), evaluate.result_columns(result))
-    written_card = str(card.update_eval_section(card_dir, result)) if card_dir is not None else None
-    ui.print_table(_eval_table(result, f"STS Spearman x100 — {enc.name}"))
-    for written in (json_path, csv_path, written_card):
-        if written:
-            ui.info(f"wrote {written}")
+    result, written = core_eval_sts(
+        data, data_dir, tasks, split, aggregate, pairs=pairs, pairs_columns=pairs_columns, model=model, pooling=pooling,
+        max_length=max_length, batch_size=batch_size, device=device, bucket_by_length=bucket_by_length, buckets=buckets,
+        length_unit=length_unit, bootstrap=bootstrap, ci=ci, seed=seed, json_path=json_path, csv_path=csv_path,
+        update_card=update_card, trust_remote_code=trust_remote_code,
+        progress=lambda _model, total: ui.progress_bar(total, "encoding STS sentences", unit="sent"))
+    counts = result["sentences"]
+    ui.info(f"{counts['total']} sentences, {counts['distinct']} distinct, encoded in {result['seconds']['encode']:.1f}s "
+            f"({result['pooling']} pooling, max length {result['max_length']})")
+    ui.print_table(_eval_table(result, f"STS Spearman x100 — {result['model']}"))
+    for path in written:
+        ui.info(f"wrote {path}")
 
 
 def length_analysis_cmd(

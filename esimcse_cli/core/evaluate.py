@@ -358,6 +358,21 @@ def load_tasks(
     return out
 
 
+def load_given_tasks(
+    data: Optional[str],
+    data_dir: Optional[str],
+    tasks: Optional[str] = None,
+    split: str = "test",
+    pairs: Optional[Sequence[str]] = None,
+    pairs_columns: Optional[str] = None,
+) -> Dict[str, List[Pair]]:
+    """:func:`load_tasks` as ``eval-sts`` and ``compare`` name it: ``DATA_DIR`` or ``--data-dir``, ``--tasks``,
+    ``--split``, ``--pairs`` and the ``--pairs-columns`` spec."""
+    from esimcse_cli.core.pairs_file import parse_columns
+
+    return load_tasks(sts.given_data_dir(data, data_dir), tasks, split, pairs or (), parse_columns(pairs_columns))
+
+
 @dataclass
 class TaskScores:
     """One task as one model scored it. The statistics (``stats``) resample these cached cosines; nothing is re-encoded.

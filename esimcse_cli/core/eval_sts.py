@@ -1,0 +1,75 @@
+"""``esimcse eval-sts`` as one call: one model's STS result, and the files that keep it.
+
+    check_sts_args -> card_folder (--update-card) -> load_given_tasks -> load_encoder
+      -> evaluate_loaded (a bar) -> --json, --csv, the card's evaluation section
+
+Every check that needs no data comes first, so a bad option or a ``--update-card`` without a model folder is
+refused before the data is read and the model loaded. The files are written before anything is shown: the
+caller renders the table from the result, and a stdout that fails (a full disk behind ``> file``) must not
+lose them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import List, Optional, Sequence, Tuple
+
+from esimcse_cli.core import card, evaluate
+from esimcse_cli.core.evaluate import ProgressFactory
+
+
+def eval_sts(
+    data: Optional[str] = None,
+    data_dir: Optional[str] = None,
+    tasks: Optional[str] = None,
+    split: str = "test",
+    aggregate: str = "all",
+    *,
+    pairs: Optional[Sequence[str]] = None,
+    pairs_columns: Optional[str] = None,
+    model: Optional[str] = None,
+    pooling: Optional[str] = None,
+    max_length: Optional[int] = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    bucket_by_length: bool = False,
+    buckets: Optional[str] = None,
+    length_unit: str = "words",
+    bootstrap: Optional[int] = None,
+    ci: Optional[float] = None,
+    seed: Optional[int] = None,
+    json_path: Optional[str] = None,
+    csv_path: Optional[str] = None,
+    update_card: bool = False,
+    trust_remote_code: bool = False,
+    progress: Optional[ProgressFactory] = None,
+) -> Tuple[dict, List[str]]:
+    """Score ``model`` on the tasks and write what was asked for: ``(result, the paths written, in order)``.
+
+    ``data`` / ``data_dir``: ``DATA_DIR`` and ``--data-dir`` (neither: the data folder is looked for).
+    ``progress(model, total)`` gives the encoding's bar; ``total`` is the number of distinct sentences.
+    The result is :func:`~esimcse_cli.core.evaluate.evaluate_loaded`'s, which names the model, its pooling
+    and max length, and counts the sentences.
+    """
+    from esimcse_cli.core.models import load_encoder
+
+    bootstrap, spec = evaluate.check_sts_args(split, aggregate, length_unit, batch_size, bootstrap=bootstrap, ci=ci,
+                                              bucket_by_length=bucket_by_length, buckets=buckets, outputs=(json_path, csv_path))
+    card_dir = card.card_folder(model) if update_card else None  # the default or a hub model: refused before any work
+    task_pairs = evaluate.load_given_tasks(data, data_dir, tasks, split, pairs, pairs_columns)
+    enc = load_encoder(model, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
+    n_distinct = len(evaluate.unique_sentences(task_pairs))
+    bar = progress(model or "default", n_distinct) if progress is not None else contextlib.nullcontext(None)
+    with bar as advance:
+        result = evaluate.evaluate_loaded(enc, task_pairs, split, aggregate, spec, length_unit, batch_size, progress=advance,
+                                          bootstrap=bootstrap, level=ci, seed=seed)
+    written = []
+    if json_path:
+        evaluate.write_json(json_path, result)
+        written.append(json_path)
+    if csv_path:
+        evaluate.write_csv(csv_path, evaluate.result_rows(result), evaluate.result_columns(result))
+        written.append(csv_path)
+    if card_dir is not None:
+        written.append(str(card.update_eval_section(card_dir, result)))
+    return result, written
