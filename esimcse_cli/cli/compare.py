@@ -1,5 +1,5 @@
-"""``esimcse compare``: --model/--group in command-line order -> check_compare_args -> build_entries -> load_tasks
--> compare_models (a bar per model) -> JSON, then the tables (by task; by length-difference bucket).
+"""``esimcse compare``: --model/--group in command-line order, their short labels -> core compare (checks, entries,
+tasks, a bar per model, JSON) -> the tables (by task; by length-difference bucket).
 """
 
 from __future__ import annotations
@@ -60,24 +60,16 @@ def compare_cmd(
 
     Example: esimcse compare ../shared/data -m runs/simcse -m runs/esimcse --tasks stsb,sick --json cmp.json
     """
-    from esimcse_cli.core import compare, evaluate, pairs_file, stats, sts
+    from esimcse_cli.core import compare
 
-    n, level, bucket_spec = compare.check_compare_args(split, aggregate, length_unit, batch_size, bootstrap=bootstrap, ci=ci,
-                                                       bucket_by_length=bucket_by_length, buckets=buckets, json_path=json_path)
     items = _entry_items(list(models or []), list(groups or []))
-    model_specs = [v for k, v in items if k == "model"]
-    short = iter(short_labels(model_specs)) if model_specs else iter(())
-    entries = compare.build_entries(items, [next(short) if k == "model" else "" for k, _ in items])
-    compare.check_models(entries)
-    task_pairs = evaluate.load_tasks(sts.given_data_dir(data, data_dir), tasks, split, pairs or (), pairs_file.parse_columns(pairs_columns))
-    report = compare.compare_models(
-        entries, task_pairs, split=split, aggregate=aggregate, buckets=bucket_spec, length_unit=length_unit, n=n, level=level,
-        seed=stats.DEFAULT_SEED if seed is None else seed, pooling=pooling, max_length=max_length, device=device,
-        batch_size=batch_size, trust_remote_code=trust_remote_code,
+    report = compare.compare(
+        items, _model_labels(items), data, data_dir, tasks, split=split, aggregate=aggregate,
+        pairs=pairs, pairs_columns=pairs_columns, bucket_by_length=bucket_by_length, buckets=buckets, length_unit=length_unit,
+        bootstrap=bootstrap, ci=ci, seed=seed, pooling=pooling, max_length=max_length, device=device, batch_size=batch_size,
+        json_path=json_path, trust_remote_code=trust_remote_code,
         progress=lambda label, total: ui.progress_bar(total, f"encoding {label}", unit="sent"),
     )
-    if json_path:  # the file first: a stdout that fails must not lose it
-        evaluate.write_json(json_path, report)
     for table in _compare_tables(report):
         ui.print_table(table)
     if json_path:
@@ -102,6 +94,13 @@ def _entry_items(models: List[str], groups: List[str]) -> List[tuple]:
         kinds = ["model"] * len(models) + ["group"] * len(groups)
     values = {"model": iter(models), "group": iter(groups)}
     return [(k, next(values[k])) for k in kinds]
+
+
+def _model_labels(items: List[tuple]) -> List[str]:
+    """Each model's label in the tables: the shortest path tail that tells it apart ("" for a group: its NAME is its label)."""
+    specs = [v for k, v in items if k == "model"]
+    short = iter(short_labels(specs)) if specs else iter(())
+    return [next(short) if k == "model" else "" for k, _ in items]
 
 
 def _compare_tables(report: dict) -> list:

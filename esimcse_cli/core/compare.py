@@ -1,6 +1,9 @@
 """``esimcse compare``: several models on the same pairs, each difference with its paired bootstrap test.
 
-Data flow: pairs (``evaluate.load_tasks``) -> every distinct model encoded once, each with its own
+    compare (the command's one call): check_compare_args -> build_entries -> check_models -> load_given_tasks
+      -> compare_models -> --json
+
+Data flow of compare_models: pairs (``evaluate.load_tasks``) -> every distinct model encoded once, each with its own
 pooling (what its folder records, or ``--pooling`` for all) -> ``evaluate.score_tasks`` (cached cosines)
 -> ``stats.compare`` (one set of resampled pair indices per replicate, applied to every model; groups
 also resample their seeds) -> the report (README, "compare JSON").
@@ -179,4 +182,49 @@ def compare_models(
     if bucket_list:
         report["length_unit"] = length_unit
         report["buckets"] = [b.as_dict() for b in bucket_list]
+    return report
+
+
+def compare(
+    items: Sequence[Tuple[str, str]],
+    labels: Optional[Sequence[str]] = None,
+    data: Optional[str] = None,
+    data_dir: Optional[str] = None,
+    tasks: Optional[str] = None,
+    *,
+    split: str = "test",
+    aggregate: str = "all",
+    pairs: Optional[Sequence[str]] = None,
+    pairs_columns: Optional[str] = None,
+    bucket_by_length: bool = False,
+    buckets: Optional[str] = None,
+    length_unit: str = "words",
+    bootstrap: Optional[int] = None,
+    ci: Optional[float] = None,
+    seed: Optional[int] = None,
+    pooling: Optional[str] = None,
+    max_length: Optional[int] = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    json_path: Optional[str] = None,
+    trust_remote_code: bool = False,
+    progress: Optional[ProgressFactory] = None,
+) -> dict:
+    """The whole ``esimcse compare``: the checks, the entries, the tasks, the report, and ``--json`` written.
+
+    ``items`` and ``labels`` are as :func:`build_entries` takes them; ``data`` / ``data_dir`` are ``DATA_DIR``
+    and ``--data-dir``. Every option and every model folder is checked before the data is read, and the file
+    is written before the report is returned (a stdout that fails must not lose it).
+    """
+    n, level, spec = check_compare_args(split, aggregate, length_unit, batch_size, bootstrap=bootstrap, ci=ci,
+                                        bucket_by_length=bucket_by_length, buckets=buckets, json_path=json_path)
+    entries = build_entries(items, labels)
+    check_models(entries)
+    task_pairs = evaluate.load_given_tasks(data, data_dir, tasks, split, pairs, pairs_columns)
+    report = compare_models(
+        entries, task_pairs, split=split, aggregate=aggregate, buckets=spec, length_unit=length_unit, n=n, level=level,
+        seed=stats.DEFAULT_SEED if seed is None else seed, pooling=pooling, max_length=max_length, device=device,
+        batch_size=batch_size, trust_remote_code=trust_remote_code, progress=progress)
+    if json_path:
+        evaluate.write_json(json_path, report)
     return report
