@@ -1,4 +1,4 @@
-"""``esimcse train``: the options -> run_folder.run_config -> trainer.train (a bar: loss, dev, best, speed) -> a summary.
+"""``esimcse train``: the options -> run_folder.run_config -> trainer.train (a bar: loss, dev, best, speed) -> rank 0's summary.
 
 Each parameter is named after its :class:`~esimcse_cli.core.config.TrainConfig` field, so the options the
 user gave are the parsed parameters themselves; ``None`` is "not given" (a ``--config`` file or a saved
@@ -7,7 +7,6 @@ run decides).
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Optional
 
@@ -76,16 +75,15 @@ def train_cmd(
     from esimcse_cli.core.trainer import TrainInterrupted, train
 
     cfg = run_config({k: v for k, v in ctx.params.items() if k not in NOT_CONFIG}, config)
-    main_rank = os.environ.get("RANK", "0") == "0"
     with ui.deferred_progress("training", unit="step", extra=_BAR_FIELDS) as start:
         bar = _TrainBar(start)
         try:
             res = train(cfg, on_start=bar.on_start, on_step=bar.on_step, command=sys.argv)
         except TrainInterrupted as exc:
-            if main_rank:
+            if exc.is_main:  # under torchrun every rank stops; rank 0 says so
                 ui.warn(str(exc))
             raise typer.Exit(exc.exit_code)
-    if main_rank:
+    if res.is_main:
         _summary(cfg, res)
 
 

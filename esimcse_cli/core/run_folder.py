@@ -7,7 +7,8 @@
 
     OUT/state (:mod:`esimcse_cli.core.checkpoint`) -> config_for_resume: the saved config, with the options
     of :data:`MUTABLE_ON_RESUME` taken from the command line -> the trainer checks it again against the saved
-    state with the same :func:`check_resume_config`.
+    state with the same :func:`check_resume_config`. It runs before the process group is joined, so rank 0 is
+    known from torchrun's environment (:func:`launched_as_main`).
 
     run_config: the one entry of ``esimcse train``, a new run's config (build_config) or a resumed one's.
 """
@@ -33,6 +34,14 @@ MUTABLE_ON_RESUME = {
 
 # What a run writes at the folder's root besides the model files (the model files are replaced, not removed).
 RUN_FILES = ("metrics.jsonl", "manifest.json", "train_config.yaml", "esimcse.json", "README.md", "dev_curve.png")
+
+
+def launched_as_main() -> bool:
+    """Is this process rank 0, before the process group is joined? torchrun says so in ``$RANK`` (unset: one process).
+
+    Once the trainer has joined the group, ``DistInfo.is_main`` answers instead.
+    """
+    return os.environ.get("RANK", "0") == "0"
 
 
 def check_output_dir(cfg: TrainConfig) -> Path:
@@ -121,9 +130,9 @@ def config_for_resume(output_dir: str, overrides: Optional[Dict[str, Any]] = Non
     A folder that a live run holds is refused before its leftovers are tidied (rank 0 holds the lock while
     tidying; under torchrun the other ranks only read).
     """
-    main_rank = os.environ.get("RANK", "0") == "0"
-    with runlock.acquire(output_dir) if main_rank and Path(output_dir).is_dir() else nullcontext():
-        if main_rank:
+    is_main = launched_as_main()
+    with runlock.acquire(output_dir) if is_main and Path(output_dir).is_dir() else nullcontext():
+        if is_main:
             ckpt.recover_state(output_dir)
         _, meta = ckpt.load_state(output_dir)
     saved = check_values(meta.get("config", {}), str(ckpt.state_dir(output_dir) / ckpt.STATE_META))

@@ -79,12 +79,16 @@ log = logging.getLogger("esimcse")
 
 
 class TrainInterrupted(EsimcseError):
-    """SIGINT/SIGTERM arrived: the message names it and says what was kept; exit code 130 (SIGINT) or 143 (SIGTERM)."""
+    """SIGINT/SIGTERM arrived: the message names it and says what was kept; exit code 130 (SIGINT) or 143 (SIGTERM).
 
-    def __init__(self, signum: int, what: str):
+    Every rank raises it; ``is_main`` (rank 0) tells the one that says so.
+    """
+
+    def __init__(self, signum: int, what: str, is_main: bool = True):
         super().__init__(f"{signal.Signals(signum).name} {what}")
         self.signum = signum
         self.exit_code = 128 + int(signum)
+        self.is_main = is_main
 
 
 class NonFiniteLoss(EsimcseError):
@@ -110,6 +114,7 @@ class TrainResult:
     pooler: Optional[str] = None  # the training pooler (``auto`` resolved)
     pooler_source: Optional[str] = None  # why that pooler
     export_pooling: Optional[str] = None  # the pooling the output folder records
+    is_main: bool = True  # rank 0, the process that reports the run (every rank returns a result)
 
     @property
     def kept_start(self) -> bool:
@@ -300,7 +305,7 @@ def _stop_agreed(run: Run, should_stop: Optional[Callable[[int], bool]]) -> bool
 def _stop_before_first_step(run: Run, what: str) -> None:
     """A signal on any rank during the set-up: stop before the first step (``what``: what is left behind)."""
     if distrib.any_rank(run.stop.requested, run.dist):
-        raise TrainInterrupted(run.stop.signum or signal.SIGINT, f"before the first step: {what}")
+        raise TrainInterrupted(run.stop.signum or signal.SIGINT, f"before the first step: {what}", run.is_main)
 
 
 def _finish(run: Run, runlog: RunLog) -> TrainResult:
@@ -321,9 +326,11 @@ def _finish(run: Run, runlog: RunLog) -> TrainResult:
     run.corpus.close()
     distrib.barrier(run.dist)
     if run.stopped == "signal":
-        raise TrainInterrupted(run.stop.signum, f"at step {run.step}/{run.total}: state saved in {ckpt.state_dir(out)}; continue with --resume")
+        raise TrainInterrupted(run.stop.signum, f"at step {run.step}/{run.total}: state saved in {ckpt.state_dir(out)}; continue with --resume",
+                               run.is_main)
     return TrainResult(str(out), run.step, run.total, run.best_dev, run.best_step, run.last_loss, run.stopped, wall, sps, len(run.corpus),
-                       run.rows, start_dev=run.start_dev, pooler=cfg.pooler, pooler_source=run.pooler_source, export_pooling=cfg.test_pooling)
+                       run.rows, start_dev=run.start_dev, pooler=cfg.pooler, pooler_source=run.pooler_source, export_pooling=cfg.test_pooling,
+                       is_main=run.is_main)
 
 
 # =============================================================================== set-up
@@ -407,7 +414,7 @@ def _spool_corpus(cfg: TrainConfig, work: Path, stop: DeferredStop, dist: distri
     except KeyboardInterrupt:
         if stop.signum is None:
             raise
-        raise TrainInterrupted(stop.signum, "while reading the corpus: nothing trained, nothing saved") from None
+        raise TrainInterrupted(stop.signum, "while reading the corpus: nothing trained, nothing saved", dist.is_main) from None
 
 
 def _total_steps(cfg: TrainConfig, corpus: CorpusIndex) -> int:
