@@ -197,6 +197,20 @@ def test_cli_compare_model_with_itself(tmp_path, tiny_model_dir, senteval):
         assert cell["diff"] == 0.0 and cell["p"] == 1.0 and not cell["significant"]
 
 
+def test_compare_entry_checks_options_first_fills_the_seed_and_writes_the_json(tmp_path, tiny_model_dir, second_model_dir, senteval):
+    one = [("model", str(tiny_model_dir))]
+    with pytest.raises(ConfigError, match="--split"):  # the options before the entries
+        compare.compare(one, split="valid")
+    with pytest.raises(ConfigError, match="at least 2 models"):  # the entries before the (missing) data
+        compare.compare(one, data=str(tmp_path / "missing"))
+    js = tmp_path / "c.json"
+    items = [("model", str(tiny_model_dir)), ("group", f"g={tiny_model_dir},{second_model_dir}")]
+    rep = compare.compare(items, ["tiny", ""], str(senteval), tasks="stsb", bootstrap=100, device="cpu", json_path=str(js))
+    assert json.loads(js.read_text()) == json.loads(json.dumps(rep))
+    assert rep["baseline"] == "tiny" and [m["label"] for m in rep["models"]] == ["tiny", "g"]
+    assert rep["bootstrap"]["seed"] == stats.DEFAULT_SEED and rep["bootstrap"]["n"] == 100
+
+
 def _no_tokenizer_copy(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):

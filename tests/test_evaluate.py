@@ -244,6 +244,40 @@ def test_tiny_model_matches_independent_transformers_mean_pooling(tiny_encoder, 
         assert res["tasks"][task]["spearman"] == pytest.approx(independent_spearman(vec, pairs), abs=0.05)
 
 
+# ---- the command's one core call ---------------------------------------------------------------
+def test_eval_sts_entry_checks_first_writes_the_files_and_returns_them(monkeypatch, tmp_path, senteval):
+    import contextlib
+
+    from esimcse_cli.core import eval_sts, models
+
+    loaded = []
+    monkeypatch.setattr(models, "load_encoder", lambda spec, **kw: loaded.append(spec) or HashEncoder())
+    missing = str(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="--split 'valid'"):  # an option, before the (missing) data is read
+        eval_sts.eval_sts(missing, split="valid")
+    with pytest.raises(InputError, match="--update-card"):  # no model folder for the card, before the data too
+        eval_sts.eval_sts(missing, update_card=True)
+    with pytest.raises(ConfigError, match="two data folders"):
+        eval_sts.eval_sts(str(senteval), missing)
+    assert loaded == []
+    bars = []
+
+    @contextlib.contextmanager
+    def progress(label, total):
+        bars.append((label, total))
+        yield lambda n: None
+
+    js, cs = tmp_path / "r.json", tmp_path / "r.csv"
+    result, written = eval_sts.eval_sts(None, str(senteval), "STS12,stsb", model="hash-model", bucket_by_length=True,
+                                        json_path=str(js), csv_path=str(cs), progress=progress)
+    assert loaded == ["hash-model"] and written == [str(js), str(cs)]
+    assert bars == [("hash-model", result["sentences"]["distinct"])]
+    assert json.loads(js.read_text()) == json.loads(json.dumps(result))
+    assert len(list(csv.DictReader(cs.open(encoding="utf-8")))) == len(evaluate.result_rows(result))
+    direct = evaluate_sts(HashEncoder(), senteval, "STS12,stsb", buckets=evaluate.DEFAULT_BUCKETS)
+    assert result["tasks"] == direct["tasks"] and result["avg"] == direct["avg"] and result["model"] == "hash"
+
+
 # ---- CLI ---------------------------------------------------------------------------------------
 def run_cli(monkeypatch, capsys, *args):
     from esimcse_cli import cli
