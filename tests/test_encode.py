@@ -198,3 +198,53 @@ def test_length_batches_cover_every_row_once_within_budget():
         assert lengths[b[0]] == lengths[b].max()  # longest first: the batch pads to it
     firsts = [lengths[b[0]] for b in batches]
     assert firsts == sorted(firsts, reverse=True)
+
+
+# --------------------------------------------------------------------------------------------- the sidecar
+def test_encode_writes_a_sidecar_beside_the_matrix(tiny_model_dir, tmp_path):
+    """corpus.npy.json records what search needs to encode queries the same way; -o - writes none."""
+    import json
+
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(MIXED) + "\n", encoding="utf-8")
+    out = tmp_path / "out.npy"
+    r = run_main("encode", str(src), "-o", str(out), "-m", str(tiny_model_dir), "--pooling", "cls", "--dtype", "float16",
+                 "--no-normalize", "--max-length", "16")
+    assert r.code == 0, r.stderr
+    meta = json.loads((tmp_path / "out.npy.json").read_text(encoding="utf-8"))
+    assert {k: meta[k] for k in ("model", "pooling", "max_length", "normalize", "dim", "rows", "dtype", "source")} == {
+        "model": str(tiny_model_dir.resolve()), "pooling": "cls", "max_length": 16, "normalize": False, "dim": 32,
+        "rows": len(MIXED), "dtype": "float16", "source": str(src.resolve())}
+    assert meta["format"] == "esimcse-embeddings/1" and meta["esimcse_version"]
+    piped = tmp_path / "piped"
+    piped.mkdir()
+    r = run_main("encode", str(src), "-o", "-", "-m", str(tiny_model_dir), cwd=piped)
+    assert r.code == 0 and r.stdout[:6] == b"\x93NUMPY" and list(piped.iterdir()) == []
+
+
+def test_a_failed_encode_leaves_neither_matrix_nor_sidecar(tiny_model_dir, tmp_path, monkeypatch):
+    """The sidecar goes into place just before the matrix; where the matrix then fails, its sidecar goes too."""
+    from pathlib import Path
+
+    from esimcse_cli.core import atomic
+
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(MIXED) + "\n", encoding="utf-8")
+    out = tmp_path / "out.npy"
+    assert run_main("encode", str(src), "-o", str(out), "-m", str(tiny_model_dir)).code == 0
+    old = out.read_bytes(), (tmp_path / "out.npy.json").read_text(encoding="utf-8")
+    # an undecodable line: refused before anything is written, the previous pair stays as it was
+    (tmp_path / "bad.txt").write_bytes(b"fine\ncaf\xe9\n")
+    assert run_main("encode", str(tmp_path / "bad.txt"), "-o", str(out), "-m", str(tiny_model_dir)).code == 2
+    assert (out.read_bytes(), (tmp_path / "out.npy.json").read_text(encoding="utf-8")) == old
+    real = atomic._rename_into_place
+
+    def matrix_fails(tmp: Path, target: Path) -> None:
+        if target.suffix == ".npy":
+            raise OSError(5, "Input/output error")
+        real(tmp, target)
+
+    monkeypatch.setattr(atomic, "_rename_into_place", matrix_fails)
+    r = run_main("encode", str(src), "-o", str(tmp_path / "new.npy"), "-m", str(tiny_model_dir))
+    assert r.code == 2 and len(r.lines) == 1, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt", "in.txt", "out.npy", "out.npy.json"]

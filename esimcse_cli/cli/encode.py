@@ -30,7 +30,7 @@ def encode(
     enc = load_encoder(model, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
     with ui.deferred_progress("encoding", unit="sent") as start:
         stats = encode_file(
-            enc, input, output, text_column=text_column, batch_size=batch_size, normalize=normalize,
+            enc, input, output, model=model, text_column=text_column, batch_size=batch_size, normalize=normalize,
             dtype=dtype, encoding_errors=encoding_errors, progress_start=start,
         )
     if output != "-":

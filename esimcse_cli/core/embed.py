@@ -2,7 +2,9 @@
 
 Memory stays bounded: texts are streamed in chunks, vectors go into a memory-mapped ``.npy`` beside
 the target, and that file is renamed into place only when complete (``-`` streams the finished
-file to stdout). An interrupted run leaves no partial output.
+file to stdout). Just before that rename, the sidecar ``OUT.npy.json`` (:mod:`~esimcse_cli.core.search`)
+records the model, pooling and shape, so that ``search`` encodes its queries the same way. An
+interrupted run leaves no partial output: neither the matrix nor its sidecar.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from esimcse_cli.core import corpus
+from esimcse_cli.core import corpus, search
 from esimcse_cli.core.atomic import atomic_path, check_output_path, reserve_space
 from esimcse_cli.core.encoder import SentenceEncoder
 from esimcse_cli.core.errors import InputError, naming_stdout
@@ -89,6 +91,7 @@ def encode_file(
     source: str | os.PathLike | None,
     output: str | os.PathLike,
     *,
+    model: str | os.PathLike | None = None,
     text_column: str | None = None,
     batch_size: int = 64,
     normalize: bool = True,
@@ -99,7 +102,9 @@ def encode_file(
 ) -> EncodeStats:
     """Encode every text of ``source`` (path, or ``-``/``None`` for stdin) into ``output`` (path, or ``-`` for stdout).
 
-    ``progress_start(total)`` is called once with the row count and returns the per-batch ``advance`` callback.
+    ``model`` is the ``--model`` spec that loaded ``encoder``; the sidecar records it (``None``: no sidecar,
+    the spec being unknown). ``progress_start(total)`` is called once with the row count and returns the
+    per-batch ``advance`` callback.
     """
     check_encode_args(source, output, dtype=dtype, batch_size=batch_size, encoding_errors=encoding_errors, text_column=text_column)
     to_stdout = str(output) == "-"
@@ -127,10 +132,13 @@ def encode_file(
                     sys.stdout.buffer.flush()
             finally:
                 Path(tmp).unlink(missing_ok=True)
+            log.debug("-o -: no %s sidecar (stdout has no file beside it)", search.SIDECAR_SUFFIX)
         else:
-            with atomic_path(out_path, suffix=".npy") as tmp:
-                _write_npy(encoder, texts, tmp, n, batch_size, normalize, DTYPES[dtype], chunk_size, advance,
-                           display=out_path, source=display)
+            meta = None if model is None else search.embedding_meta(
+                model, pooling=encoder.pooling, max_length=encoder.max_length, normalize=normalize, dim=encoder.dim,
+                rows=n, dtype=dtype, source=None if display == "<stdin>" else str(Path(display).resolve()))
+            _write_npy_and_sidecar(encoder, texts, out_path, meta, n, batch_size, normalize, DTYPES[dtype], chunk_size,
+                                   advance, source=display)
     if stats.blank:
         log.warning("%s: %d blank line(s); each still gets a row (the vector of an empty text)", display, stats.blank)
     if stats.long_lines:
@@ -139,6 +147,25 @@ def encode_file(
             display, len(stats.long_lines), stats.long_lines[0], encoder.max_length,
         )
     return stats
+
+
+def _write_npy_and_sidecar(encoder, texts, out_path: Path, meta: dict | None, n: int, batch_size, normalize, dtype,
+                           chunk_size, advance, source: str) -> None:
+    """The matrix into a temporary file, its sidecar into place, then the matrix: both, or neither where it fails."""
+    sidecar = None
+    try:
+        with atomic_path(out_path, suffix=".npy") as tmp:
+            _write_npy(encoder, texts, tmp, n, batch_size, normalize, dtype, chunk_size, advance,
+                       display=out_path, source=source)
+            if meta is not None:
+                sidecar = search.write_sidecar(out_path, meta)
+            else:  # an older sidecar would describe the matrix this one replaces
+                search.sidecar_path(out_path).unlink(missing_ok=True)
+    except BaseException:
+        # the new sidecar describes a matrix that never arrived; beside the old one it would mislead search
+        if sidecar is not None:
+            sidecar.unlink(missing_ok=True)
+        raise
 
 
 def _write_npy(encoder, texts, path: Path, n: int, batch_size, normalize, dtype, chunk_size, advance,
