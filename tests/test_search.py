@@ -1,4 +1,5 @@
-"""search: chunked top-k equals a numpy brute force (ties by lower row), the sidecar, the row -> text lookup, bad input."""
+"""search: chunked top-k equals a numpy brute force (ties by lower row), the sidecar, the row -> text lookup, bad input,
+and ``esimcse search`` after ``esimcse encode`` (TSV, JSONL, stdin queries, one-line refusals)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 
 import numpy as np
 import pytest
+
+from clirunner import run_main
 
 from esimcse_cli.core import corpus
 from esimcse_cli.core.embed import encode_file
@@ -150,9 +153,7 @@ def test_encode_then_search_finds_each_sentence(tmp_path, tiny_model_dir):
     src.write_text("\n".join(lines), encoding="utf-8")  # no final newline; a blank line keeps its row
     out = tmp_path / "corpus.npy"
     enc = load_encoder(str(tiny_model_dir), device="cpu")
-    stats = encode_file(enc, src, out)
-    write_sidecar(out, embedding_meta(str(tiny_model_dir), pooling=enc.pooling, max_length=enc.max_length, normalize=True,
-                                      dim=enc.dim, rows=stats.rows, dtype="float32", source=str(src)))
+    stats = encode_file(enc, src, out, model=str(tiny_model_dir))  # the sidecar beside it
     meta = check_search_args(out, k=2, texts=src)
     args = query_encoder_args(out, meta)
     assert args == {"spec": model_key(tiny_model_dir), "pooling": enc.pooling, "max_length": enc.max_length}
@@ -334,3 +335,166 @@ def test_an_infinite_row_is_refused(tmp_path):
     x[6, 1] = np.inf
     with pytest.raises(InputError, match="row 6 holds NaN or infinite values"):
         top_k(x, np.ones((2, 4), np.float32), 3, chunk_rows=4, display="m.npy")
+
+
+# ------------------------------------------------------------------------------------------ the command line
+LINES = ["a dog runs in the park", "", "the man plays a guitar", "two birds\tsit on a [red] tree", "the woman reads a book"]
+
+
+@pytest.fixture
+def encoded(tmp_path, tiny_model_dir):
+    """``esimcse encode`` of a small file (a blank line, a tab, markup-like brackets), as a user runs it."""
+    src = tmp_path / "corpus.txt"
+    src.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    r = run_main("encode", str(src), "-o", str(tmp_path / "corpus.npy"), "-m", str(tiny_model_dir))
+    assert r.code == 0, r.stderr
+    return tmp_path / "corpus.npy", src
+
+
+def tsv(r) -> list[list[str]]:
+    assert r.code == 0, r.stderr
+    return [line.split("\t") for line in r.stdout.decode("utf-8").splitlines()]
+
+
+def test_cli_each_line_finds_itself_first_with_the_sidecar_model(encoded):
+    npy, src = encoded
+    queries = [LINES[0], LINES[2], LINES[4]]
+    rows = tsv(run_main("search", npy, "--texts", src, *queries, "-k", "3"))  # no --model: the sidecar's
+    assert len(rows) == 9 and all(len(row) == 5 for row in rows)
+    assert [int(row[0]) for row in rows] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert [int(row[1]) for row in rows] == [1, 2, 3] * 3
+    for qi, line in enumerate(queries):
+        top = rows[3 * qi]
+        assert (top[2], int(top[3]), top[4]) == ("1.000000", LINES.index(line), line)
+        scores = [float(row[2]) for row in rows[3 * qi:3 * qi + 3]]
+        assert scores == sorted(scores, reverse=True)
+    # a text with a tab stays one field; without --texts the field is empty
+    rows = tsv(run_main("search", npy, "--texts", src, LINES[3], "-k", "1"))
+    assert rows == [["0", "1", "1.000000", "3", "two birds\\tsit on a [red] tree"]]
+    assert tsv(run_main("search", npy, LINES[3], "-k", "1")) == [["0", "1", "1.000000", "3", ""]]
+
+
+def test_cli_json_lines(encoded):
+    npy, src = encoded
+    r = run_main("search", npy, "--texts", src, LINES[2], LINES[3], "-k", "2", "--json")
+    assert r.code == 0, r.stderr
+    hits = [json.loads(line) for line in r.stdout.decode("utf-8").splitlines()]
+    assert [sorted(h) for h in hits] == [sorted(["query", "query_index", "rank", "score", "row", "text"])] * 4
+    assert [(h["query_index"], h["rank"], h["query"]) for h in hits] == [
+        (0, 1, LINES[2]), (0, 2, LINES[2]), (1, 1, LINES[3]), (1, 2, LINES[3])]
+    assert (hits[0]["row"], hits[0]["text"], round(hits[0]["score"], 4)) == (2, LINES[2], 1.0)
+    assert (hits[2]["row"], hits[2]["text"], round(hits[2]["score"], 4)) == (3, LINES[3], 1.0)
+    assert hits[1]["text"] == LINES[hits[1]["row"]]
+    r = run_main("search", npy, LINES[0], "-k", "1", "--json")
+    assert json.loads(r.stdout)["text"] is None
+
+
+def test_cli_queries_from_stdin(encoded):
+    """One query a line; a blank line is skipped, and each index is still the query's line (0-based)."""
+    npy, src = encoded
+    r = run_main("search", npy, "--texts", src, "-k", "1", stdin=f"{LINES[4]}\n\n{LINES[0]}\n".encode("utf-8"))
+    assert [(row[0], row[3], row[4]) for row in tsv(r)] == [("0", "4", LINES[4]), ("2", "0", LINES[0])]
+    assert "1 blank stdin line(s) skipped" in r.stderr
+    r = run_main("search", npy, "-k", "1", stdin=b"")
+    assert r.code == 2 and r.lines == ["esimcse: error: no queries: stdin held no text"]
+
+
+def test_cli_k_beyond_the_rows_gives_every_row(encoded):
+    npy, _ = encoded
+    rows = tsv(run_main("search", npy, LINES[0], "-k", "50", "--chunk-rows", "2"))
+    assert sorted(int(row[3]) for row in rows) == list(range(len(LINES)))
+
+
+def one_line_exit_2(r, *needles):
+    assert r.code == 2, r.stderr
+    assert "Traceback" not in r.stderr and len(r.lines) == 1, r.stderr
+    assert r.lines[0].startswith("esimcse: error: ") and r.stdout == b""
+    for needle in needles:
+        assert needle in r.lines[0], r.lines[0]
+
+
+def test_cli_refusals_are_one_line(encoded, tmp_path, tiny_model_dir):
+    npy, src = encoded
+    short = tmp_path / "short.txt"
+    short.write_text("\n".join(LINES[:3]) + "\n", encoding="utf-8")
+    np.save(tmp_path / "other.npy", np.ones((5, 24), np.float32))  # another tool's matrix: no sidecar, 24 dims
+    cases = [
+        (["-k", "0"], "-k must be positive, got 0"),
+        (["--top-k", "-3"], "-k must be positive, got -3"),
+        (["--chunk-rows", "0"], "--chunk-rows must be positive"),
+        (["--batch-size", "0"], "--batch-size must be positive"),
+        (["--texts", str(short)], "short.txt: 3 lines (blank ones included, as encode counts them), but the matrix has 5 rows"),
+        (["--texts", str(tmp_path / "none.txt")], "none.txt: no such file"),
+        (["--text-column", "text"], "--text-column names a column of --texts"),
+        (["--model", "default"], "the matrix was encoded with"),
+        (["--pooling", "cls"], "--pooling cls: the matrix was encoded with avg pooling"),
+    ]
+    for extra, needle in cases:
+        one_line_exit_2(run_main("search", npy, "a dog", *extra), needle)
+    one_line_exit_2(run_main("search", tmp_path / "missing.npy", "a dog"), "missing.npy: no such file")
+    one_line_exit_2(run_main("search", src, "a dog"), "corpus.txt: not a .npy matrix")
+    one_line_exit_2(run_main("search", tmp_path / "other.npy", "a dog"), "no other.npy.json says which model", "give --model")
+    one_line_exit_2(run_main("search", tmp_path / "other.npy", "a dog", "--model", tiny_model_dir),
+                    "the query model gives 32-dim vectors", "other.npy holds 24-dim ones")
+
+
+def test_cli_sidecar_dimension_mismatch_is_one_line(encoded, tiny_model_dir):
+    """A sidecar that says 24 dims (the matrix too) and a model of 32: refused before any query is encoded."""
+    npy, _ = encoded
+    np.save(npy, np.ones((len(LINES), 24), np.float32))
+    meta = read_sidecar(npy)
+    meta.pop("_path")
+    write_sidecar(npy, {**meta, "dim": 24})
+    one_line_exit_2(run_main("search", npy, "a dog"), "the query model gives 32-dim vectors; the matrix holds 24-dim ones",
+                    "corpus.npy.json")
+
+
+def test_cli_a_table_per_query_on_a_terminal(encoded, monkeypatch):
+    import io
+
+    from esimcse_cli import console as ui
+
+    npy, src = encoded
+    screen = io.StringIO()
+    monkeypatch.setattr(ui, "out", ui._Console(file=screen, force_terminal=True, width=120, color_system=None))
+    r = run_main("search", npy, "--texts", src, LINES[3], LINES[0], "-k", "2")
+    assert r.code == 0 and r.stdout == b"", r.stderr
+    shown = screen.getvalue()
+    assert "query 0: two birds" in shown and "query 1: a dog runs in the park" in shown
+    assert "[red]" in shown  # a corpus line is text, not Rich markup
+    assert shown.count("1.0000") == 2 and "rank" in shown and "score" in shown
+
+
+def test_a_terminal_on_stdin_is_refused_not_waited_on(monkeypatch):
+    from esimcse_cli.core.search import read_queries
+
+    class Terminal:
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("sys.stdin", Terminal())
+    with pytest.raises(InputError, match="no queries: give them after NPY, or pipe them into stdin"):
+        read_queries(None)
+    assert read_queries(["a", " ", "b"]) == {0: "a", 2: "b"}
+    with pytest.raises(InputError, match="every QUERY is blank"):
+        read_queries([""])
+
+
+@pytest.mark.slow
+def test_cli_into_a_closed_pipe_exits_quietly(encoded):
+    """`esimcse search ... | head -1`: exit 0, nothing on stderr (click alone would exit 1)."""
+    import subprocess
+    import sys
+
+    npy, src = encoded
+    proc = subprocess.Popen([sys.executable, "-m", "esimcse_cli", "search", str(npy), "--texts", str(src), "-k", "5"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdin.write(("the man plays\n" * 20000).encode("utf-8"))
+    proc.stdin.close()
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=300)
+    assert first.startswith(b"0\t1\t")
+    assert proc.returncode == 0, err
+    assert err.strip() == ""

@@ -19,7 +19,7 @@ import typer
 
 from esimcse_cli import __version__
 from esimcse_cli import console as ui
-from esimcse_cli.cli import augment, compare, encode, evaluate, train
+from esimcse_cli.cli import augment, compare, encode, evaluate, search, train
 from esimcse_cli.cli.options import fill_bare_bootstrap
 from esimcse_cli.core.errors import EsimcseError, first_line
 
@@ -34,6 +34,7 @@ app = typer.Typer(
 
 # in --help, the commands in the order of this list
 app.command("encode")(encode.encode)
+app.command("search")(search.search_cmd)
 app.command("augment")(augment.augment_cmd)
 app.command("eval-sts")(evaluate.eval_sts)
 app.command("compare")(compare.compare_cmd)

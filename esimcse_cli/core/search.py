@@ -14,15 +14,19 @@ dimension is refused in one line.
 ``--texts FILE`` turns rows into their texts: row *i* is line *i + 1* of the file encode read (blank lines
 included: encode gives each its own row). One pass records each line's byte offset (8 bytes a line); a hit's
 text is then read by seeking, so the corpus is never held in memory. Search writes no file.
+
+The command is :func:`search_queries`: every check (the matrix, the sidecar against ``--model``/``--pooling``,
+the queries, the texts' count) -> load_encoder -> the query model's dimension -> encode the queries -> search.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Sequence
 
@@ -33,6 +37,8 @@ from esimcse_cli.core import corpus
 from esimcse_cli.core.atomic import atomic_write_text
 from esimcse_cli.core.errors import ConfigError, InputError, first_line
 
+log = logging.getLogger("esimcse")
+
 SIDECAR_SUFFIX = ".json"
 SIDECAR_FORMAT = "esimcse-embeddings/1"
 SIDECAR_KEYS = ("model", "pooling", "max_length", "normalize", "dim", "rows", "dtype")
@@ -42,7 +48,8 @@ QUERY_BLOCK = 4096  # more queries than this are scored in blocks, each reading 
 
 @dataclass(frozen=True)
 class Hit:
-    """One result: query ``query`` (0-based), ``rank`` (1-based), its cosine, and matrix ``row`` (0-based)."""
+    """One result: query ``query`` (0-based, its place among the queries given), ``rank`` (1-based), its cosine,
+    and matrix ``row`` (0-based)."""
 
     query: int
     rank: int
@@ -314,12 +321,14 @@ def _mismatch(display: str, count: int, rows: int, plain: bool) -> str:
 # ---------------------------------------------------------------------------------------------- the command
 def check_search_args(npy_path: str | os.PathLike, *, k: int = 10, chunk_rows: int | None = None,
                       texts: str | os.PathLike | None = None, text_column: str | None = None,
-                      encoding_errors: str = "strict") -> dict | None:
+                      encoding_errors: str = "strict", batch_size: int = 64) -> dict | None:
     """Refuse bad input before any model is loaded; return the sidecar (``None`` where there is none)."""
     if k <= 0:
         raise InputError(f"-k must be positive, got {k}")
     if chunk_rows is not None and chunk_rows <= 0:
         raise InputError(f"--chunk-rows must be positive, got {chunk_rows}")
+    if batch_size <= 0:
+        raise InputError(f"--batch-size must be positive, got {batch_size}")
     corpus.check_encoding_errors(encoding_errors)
     matrix = open_matrix(npy_path)
     meta = read_sidecar(npy_path)
@@ -356,3 +365,74 @@ def search(npy_path: str | os.PathLike, queries: np.ndarray, *, k: int = 10, tex
         found = texts.get(rows[qi].tolist()) if texts is not None else [None] * rows.shape[1]
         hits += [Hit(qi, rank + 1, float(scores[qi, rank]), int(rows[qi, rank]), found[rank]) for rank in range(rows.shape[1])]
     return hits
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What :func:`search_queries` found: the queries by index (in input order) and their hits, query by query."""
+
+    queries: dict[int, str]
+    hits: list[Hit]
+    model: str  # the spec that encoded the queries
+    pooling: str
+
+
+def read_queries(queries: Sequence[str] | None, encoding_errors: str = "strict") -> dict[int, str]:
+    """Index -> query: the arguments, or with none, the lines of stdin (never a terminal). Blank ones are skipped
+    (an empty text has no meaning to match), so an index is always the query's place in the input."""
+    if queries:
+        given, where = enumerate(queries), "QUERY argument"
+    else:
+        try:
+            corpus.check_stdin()
+        except InputError:
+            raise InputError("no queries: give them after NPY, or pipe them into stdin, one a line "
+                             "(e.g. esimcse search corpus.npy --texts corpus.txt \"a man plays a guitar\")") from None
+        given, where = ((lineno - 1, text) for lineno, text in corpus.iter_lines("-", encoding_errors)), "stdin line"
+    found, blank = {}, 0
+    for index, text in given:
+        if text.strip():
+            found[index] = text
+        else:
+            blank += 1
+    if not found:
+        raise InputError("no queries: stdin held no text" if not queries else "no queries: every QUERY is blank")
+    if blank:
+        log.warning("%d blank %s(s) skipped", blank, where)
+    return found
+
+
+def search_queries(npy_path: str | os.PathLike, queries: Sequence[str] | None = None, *, k: int = 10,
+                   texts: str | os.PathLike | None = None, text_column: str | None = None, model: str | None = None,
+                   pooling: str | None = None, max_length: int | None = None, device: str | None = "auto",
+                   trust_remote_code: bool = False, batch_size: int = 64, chunk_rows: int | None = None,
+                   encoding_errors: str = "strict") -> SearchResult:
+    """``esimcse search`` as one call: each query's ``k`` best rows of the matrix, with their texts from ``texts``.
+
+    Every check runs before the model loads; ``model``/``pooling``/``max_length`` default to the sidecar's.
+    """
+    from esimcse_cli.core.models import load_encoder
+
+    meta = check_search_args(npy_path, k=k, chunk_rows=chunk_rows, text_column=text_column,
+                             encoding_errors=encoding_errors, batch_size=batch_size)
+    if text_column is not None and texts is None:
+        raise InputError("--text-column names a column of --texts; give --texts FILE")
+    load_args = query_encoder_args(npy_path, meta, model, pooling, max_length)
+    wanted = read_queries(queries, encoding_errors)
+    rows, dim = open_matrix(npy_path).shape
+    # the texts are indexed now, not after the model: a file of another length is refused first
+    lookup = TextRows.open(texts, rows, text_column=text_column, encoding_errors=encoding_errors) if texts is not None else None
+    try:
+        enc = load_encoder(**load_args, device=device, trust_remote_code=trust_remote_code)
+        check_compatible(meta, None, None, enc.dim)
+        if enc.dim != dim:  # no sidecar to name: the matrix itself
+            raise InputError(f"the query model gives {enc.dim}-dim vectors; {npy_path} holds {dim}-dim ones")
+        log.debug("search: %d queries, %s, %s pooling", len(wanted), load_args["spec"], enc.pooling)
+        vectors = enc.encode(list(wanted.values()), batch_size=batch_size)
+        index = list(wanted)
+        hits = [replace(hit, query=index[hit.query])
+                for hit in search(npy_path, vectors, k=k, texts=lookup, chunk_rows=chunk_rows, device=str(enc.device))]
+    finally:
+        if lookup is not None:
+            lookup.close()
+    return SearchResult(wanted, hits, str(load_args["spec"]), enc.pooling)
