@@ -158,13 +158,25 @@ def _write_npy_and_sidecar(encoder, texts, out_path: Path, meta: dict | None, n:
             _write_npy(encoder, texts, tmp, n, batch_size, normalize, dtype, chunk_size, advance,
                        display=out_path, source=source)
             if meta is not None:
-                sidecar = search.write_sidecar(out_path, meta)
+                sidecar = _sidecar_into_place(out_path, meta)
             else:  # an older sidecar would describe the matrix this one replaces
                 search.sidecar_path(out_path).unlink(missing_ok=True)
     except BaseException:
         # the new sidecar describes a matrix that never arrived; beside the old one it would mislead search
         if sidecar is not None:
             sidecar.unlink(missing_ok=True)
+        raise
+
+
+def _sidecar_into_place(out_path: Path, meta: dict) -> Path:
+    """Write the sidecar; a failure (a full disk, the folder removed) is reported of the ``.npy`` the user asked for."""
+    side = search.sidecar_path(out_path)
+    try:
+        return search.write_sidecar(out_path, meta)
+    except InputError as exc:
+        message = str(exc)
+        if message.startswith(f"{side}:"):
+            raise InputError(f"{out_path}:{message[len(str(side)) + 1:]}") from None
         raise
 
 
