@@ -25,7 +25,7 @@ from esimcse_cli.core.errors import EsimcseError, first_line
 
 app = typer.Typer(
     name="esimcse",
-    help="ESimCSE sentence embeddings: augment, train, encode, eval-sts, compare, length-analysis.",
+    help="ESimCSE sentence embeddings: augment, train, encode, search, eval-sts, compare, length-analysis.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
