@@ -114,6 +114,24 @@ def test_end_to_end_output_folder_loads_everywhere(tiny_model_dir, corpus, dev_d
     torch.testing.assert_close(torch.tensor(st.encode(texts, normalize_embeddings=True)), torch.tensor(ours.encode(texts)), atol=1e-5, rtol=1e-4)
 
 
+def test_metrics_lines_by_kind_and_the_loss_window(tiny_model_dir, corpus, dev_dir, tmp_path):
+    """Log lines average since the log line before; an evaluation between them is its own short line, no reset."""
+    seen = []
+    train(cfg_for(tiny_model_dir, corpus, tmp_path / "out", dev_data=str(dev_dir), max_steps=6, log_steps=2, eval_steps=3),
+          on_step=seen.append)
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    log_keys = {"step", "epoch", "loss", "lr", "sentences_per_s", "elapsed_s"}
+    eval_keys = {"step", "dev_spearman", "best_dev", "best_step"}
+    assert [(r["step"], set(r)) for r in rows] == [(0, eval_keys), (2, log_keys), (3, eval_keys), (4, log_keys),
+                                                   (6, log_keys | eval_keys)]
+    loss = {r["step"]: r["loss"] for r in seen if r["step"] > 0}
+    for r in rows:
+        if "loss" in r:  # steps 3-4: the evaluation at step 3 does not start a new window
+            assert r["loss"] == pytest.approx((loss[r["step"] - 1] + loss[r["step"]]) / 2)
+            assert r["sentences_per_s"] > 0
+    assert [r["dev_spearman"] for r in rows if "dev_spearman" in r] == [r["dev_spearman"] for r in seen if "dev_spearman" in r]
+
+
 def test_output_folder_needs_overwrite_and_bf16_needs_cuda(tiny_model_dir, corpus, tmp_path):
     out = tmp_path / "out"
     train(cfg_for(tiny_model_dir, corpus, out, max_steps=1, eval_steps=0))

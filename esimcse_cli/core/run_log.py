@@ -4,8 +4,11 @@
       -> evaluation steps (step 0, every eval_steps, the last step): + dev_spearman, STS-B dev Spearman x100 of
          the online model with the pooling that is exported (exactly what ``eval-sts`` reports); a score
          above the best so far makes the new best, and the model is exported into the output folder
-      -> OUT/metrics.jsonl: the record of every log_steps step and every evaluation step, its loss and
-         sentences_per_s averaged over the steps since the line before
+      -> OUT/metrics.jsonl, one line per logged or evaluated step, a projection of its record:
+         a log step (every log_steps, the last step): step, epoch, loss, lr, sentences_per_s, elapsed_s, with
+           loss and sentences_per_s averaged over the steps since the log line before (only these lines
+           start a new window);
+         an evaluation step: step, dev_spearman, best_dev, best_step; a step that is both holds both sets
       -> on_step(record + total_steps): rank 0's callback, after every step, with the step's own loss and speed
 
 The starting model is the first candidate: a run whose steps all score lower leaves the starting weights in
@@ -31,6 +34,9 @@ if TYPE_CHECKING:  # the trainer imports this module
     from esimcse_cli.core.trainer import Run
 
 METRICS = "metrics.jsonl"
+# the keys of a metrics.jsonl line, by why the step is written (the file's shape since before the run log)
+LOG_KEYS = ("step", "epoch", "loss", "lr", "sentences_per_s", "elapsed_s")
+EVAL_KEYS = ("step", "dev_spearman", "best_dev", "best_step")
 
 
 def make_dev_scorer(cfg: TrainConfig) -> Optional[Callable[[Any], float]]:
@@ -123,8 +129,9 @@ class RunLog:
         run = self.run
         if not run.is_main:
             return
-        if "dev_spearman" in record or self._log_due(record["step"]):
-            run.rows.append(self._line(record))
+        logged, evaluated = self._log_due(record["step"]), "dev_spearman" in record
+        if logged or evaluated:
+            run.rows.append(self._line(record, logged, evaluated))
             write_metrics(run.out, run.rows)
         if self.on_step:
             self.on_step(dict(record, total_steps=run.total))
@@ -133,14 +140,15 @@ class RunLog:
         every = self.run.cfg.log_steps
         return step > 0 and bool(every) and (step % every == 0 or step == self.run.total)
 
-    def _line(self, record: Dict[str, Any]) -> Dict[str, Any]:
-        """``record`` as a metrics.jsonl line: loss and speed over the steps since the line before."""
-        if not self._window_steps:  # step 0: nothing trained
-            return dict(record)
-        seconds = max(self._step_ended - self._window_start, 1e-9)
-        line = dict(record, loss=self._window_loss / self._window_steps,
-                    sentences_per_s=self._window_steps * self.sentences_per_step / seconds)
-        self._window_loss, self._window_steps, self._window_start = 0.0, 0, self._step_ended
+    def _line(self, record: Dict[str, Any], logged: bool, evaluated: bool) -> Dict[str, Any]:
+        """``record`` as a metrics.jsonl line; at a log step, loss and speed over the window since the log line before."""
+        keys = (LOG_KEYS if logged else ()) + (EVAL_KEYS if evaluated else ())
+        line = {k: record[k] for k in dict.fromkeys(keys) if k in record}
+        if logged:
+            seconds = max(self._step_ended - self._window_start, 1e-9)
+            line.update(loss=self._window_loss / self._window_steps,
+                        sentences_per_s=self._window_steps * self.sentences_per_step / seconds)
+            self._window_loss, self._window_steps, self._window_start = 0.0, 0, self._step_ended
         return line
 
     def export(self, dev: Optional[float]) -> None:
