@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from clirunner import run_main
 from esimcse_cli.core import augment as aug
 from esimcse_cli.core import corpus
 from esimcse_cli.core.augment_text import Augmenter, augment_file, check_augment_args
@@ -355,6 +356,17 @@ def test_read_lines_errors(tmp_path):
     crlf.write_bytes(b"\xef\xbb\xbfa b\r\nc\r\n")
     assert [text for _, text in corpus.iter_lines(crlf)] == ["a b", "c"]
     assert corpus.count_lines(crlf) == 2
+
+
+def test_bytes_not_utf8_fail_before_the_tokenizer_loads_when_stdout_gets_the_lines(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine\n\xff\xfe oops\n")
+    with pytest.raises(InputError, match=r"bad.txt:2: not valid UTF-8"):
+        check_augment_args(bad)
+    check_augment_args(bad, tmp_path / "out.txt")  # to a file: met while writing, the old file kept
+    r = run_main("augment", str(bad), "--model", str(tmp_path / "nonexistent"))
+    assert r.code == 2 and r.stdout == b""
+    assert len(r.lines) == 1 and "bad.txt:2: not valid UTF-8" in r.lines[0], r.stderr
 
 
 def test_augment_file_counts_shows_and_refuses_its_own_input(tmp_path):

@@ -7,7 +7,6 @@ no header) or, with ``--json``, JSONL. A reader that stops early (``| head``) en
 from __future__ import annotations
 
 import json
-import sys
 from typing import List, Optional
 
 import typer
@@ -42,13 +41,13 @@ def search_cmd(
                            max_length=max_length, device=device, trust_remote_code=bool(trust_remote_code),
                            batch_size=batch_size, chunk_rows=chunk_rows, encoding_errors=encoding_errors)
     if json_lines:
-        _write_lines(json.dumps({"query": found.queries[h.query], "query_index": h.query, "rank": h.rank,
+        _print_lines(json.dumps({"query": found.queries[h.query], "query_index": h.query, "rank": h.rank,
                                  "score": round(h.score, 6), "row": h.row, "text": h.text}, ensure_ascii=False)
                      for h in found.hits)
     elif ui.out.is_terminal:
         _tables(found, with_text=texts is not None)
     else:
-        _write_lines(f"{h.query}\t{h.rank}\t{h.score:.6f}\t{h.row}\t{_tsv_cell(h.text or '')}" for h in found.hits)
+        _print_lines(f"{h.query}\t{h.rank}\t{h.score:.6f}\t{h.row}\t{_tsv_cell(h.text or '')}" for h in found.hits)
 
 
 def _tables(found, with_text: bool) -> None:
@@ -70,22 +69,12 @@ def _tsv_cell(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def _write_lines(lines) -> None:
-    """UTF-8 whatever the locale. A reader that went away (``| head``) has what it wanted: stdout goes to
-    /dev/null, so neither the rest nor the flush at exit fails, and the command ends as a success (click
-    itself would exit 1 on the broken pipe)."""
-    import os
+def _print_lines(lines) -> None:
+    """One line each on stdout; a reader that went away (``| head``) has what it wanted: a success."""
+    from esimcse_cli.core.atomic import write_stdout
 
-    from esimcse_cli.core.errors import naming_stdout
+    def run(write) -> None:
+        for line in lines:
+            write(line + "\n")
 
-    buf = sys.stdout.buffer
-    try:
-        with naming_stdout():  # a full disk behind `> file` says <stdout>
-            sys.stdout.flush()
-            for line in lines:
-                buf.write((line + "\n").encode("utf-8"))
-            buf.flush()
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+    write_stdout(run)

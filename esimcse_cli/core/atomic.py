@@ -3,6 +3,9 @@
 Every file the tool writes is first written to a temporary file beside its target and then
 renamed into place with :func:`os.replace`, which is atomic on POSIX. An interrupted run
 therefore leaves either the old file or the complete new one, never a half-written file.
+
+Stdout cannot be renamed into place: :func:`write_stdout` is the one way text data goes there (UTF-8, a
+full disk behind ``> file`` named ``<stdout>``, a reader that went away ending the writing quietly).
 """
 
 from __future__ import annotations
@@ -10,13 +13,14 @@ from __future__ import annotations
 import errno
 import os
 import re
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from esimcse_cli.core import signals
-from esimcse_cli.core.errors import InputError
+from esimcse_cli.core.errors import InputError, naming_stdout
 
 
 def check_output_path(target: str | os.PathLike) -> Path:
@@ -201,3 +205,28 @@ def reserve_space(path: str | os.PathLike, size: int, start: int = 0, display: s
         pos = start
         while pos < size:
             pos += os.pwrite(fd, chunk[: min(len(chunk), size - pos)], pos)
+
+
+def write_stdout(run: Callable[[Callable[[str], object]], None]) -> bool:
+    """``run(write)`` with ``write(text)`` going to stdout as UTF-8, whatever the locale; False if the reader went away.
+
+    A reader that stops early (``| head``) has what it wanted: stdout is pointed at /dev/null, so neither the
+    rest nor the flush at exit fails, and the command can end as a success (click itself would exit 1).
+    """
+    stream = sys.stdout
+    buf = getattr(stream, "buffer", None)
+    try:
+        with naming_stdout():  # a full disk behind `> file` says <stdout>
+            if buf is not None:
+                stream.flush()  # what went through the text layer before comes first
+                run(lambda text: buf.write(text.encode("utf-8")))
+                buf.flush()
+            else:
+                run(stream.write)
+                stream.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+        return False
+    return True

@@ -2,7 +2,7 @@
 
 Data flow: a text file or stdin → :func:`corpus.iter_lines` → :class:`Augmenter` (tokenise a chunk of lines,
 :func:`augment.augment_ids` on each line's tokens, detokenise) → :func:`augment_file` writes the lines out in
-chunks, to ``-o`` atomically or to stdout, and keeps the first records for ``--show``, whose highlighted runs
+chunks, to ``-o`` atomically or to stdout (:func:`atomic.write_stdout`), and keeps the first records for ``--show``, whose highlighted runs
 :meth:`Augmenter.display_segments` gives. The algorithm itself is :mod:`esimcse_cli.core.augment`.
 
 Sub-word level tokenises with ``tokenizer.tokenize`` and detokenises with ``convert_tokens_to_string`` (an
@@ -16,16 +16,15 @@ from __future__ import annotations
 import os
 import random
 import re
-import sys
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from esimcse_cli.core import corpus
-from esimcse_cli.core.atomic import atomic_path, check_output_path
+from esimcse_cli.core.atomic import atomic_path, check_output_path, write_stdout
 from esimcse_cli.core.augment import DEFAULT_DUP_RATE, added_marks, augment_ids, check_options, make_inserter
-from esimcse_cli.core.errors import ConfigError, InputError, naming_stdout
+from esimcse_cli.core.errors import ConfigError, InputError
 
 WRITE_LINES = 512  # lines per write: few system calls, and a reader (`| head`) still sees output early
 
@@ -197,6 +196,7 @@ def _merge(segs: List[Tuple[str, bool]]) -> List[Tuple[str, bool]]:
 class AugmentResult:
     """What :func:`augment_file` did."""
 
+    output: Optional[str] = None  # the file written; None: the lines went to stdout
     lines: int = 0
     changed: int = 0  # tokens repeated, inserted or deleted, over all lines
     shown: List[AugmentRecord] = field(default_factory=list)  # the first ``show_limit`` records
@@ -215,12 +215,19 @@ def check_augment_args(
     show_limit: int = 0,
     encoding_errors: str = "strict",
 ) -> None:
-    """Refuse bad arguments before any tokenizer is loaded or any line is read; one-line errors."""
+    """Refuse bad arguments before any tokenizer is loaded; one-line errors.
+
+    Output to stdout cannot be taken back, so there a file is read through once here: a byte that is not
+    UTF-8 fails before the first line goes out (stdin cannot be read twice; there, it fails where it is met).
+    """
     check_options(method, level, variant, insert_token, dup_rate)
     if show_limit < 0:
         raise ConfigError(f"--show-limit must be 0 or more, got {show_limit}")
     _check_paths(source, output)
     corpus.check_encoding_errors(encoding_errors)
+    if not _to_file(output) and str(source) != "-":
+        for _ in corpus.iter_lines(source, encoding_errors):
+            pass
 
 
 def _check_paths(source: Union[str, os.PathLike], output: Union[str, os.PathLike, None]) -> None:
@@ -254,10 +261,11 @@ def augment_file(
     context manager that yields ``advance(n)`` (or None). It is entered around the writing, so that an error,
     or a reader that went away, ends it there. Counting costs a pass over the file: pass it only to show it.
     A reader that closes stdout early (``esimcse augment big.txt | head``) ends the run quietly, with
-    ``reader_gone`` set.
+    ``reader_gone`` set. To stdout, lines go out as they are made: :func:`check_augment_args` first finds a
+    file's undecodable bytes, before anything is written.
     """
     _check_paths(source, output)
-    result = AugmentResult()
+    result = AugmentResult(output=str(output) if _to_file(output) else None)
 
     def run(write: Callable[[str], object]) -> None:
         with _bar(progress, source) as advance:
@@ -271,34 +279,8 @@ def augment_file(
             with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
                 run(fh.write)
         return result
-    if str(source) != "-":
-        # stdout cannot be taken back: a byte that is not UTF-8 must fail before the first line goes out
-        # (stdin cannot be read twice; there, it fails where it is met)
-        for _ in corpus.iter_lines(source, encoding_errors):
-            pass
-    result.reader_gone = not _write_stdout(run)
+    result.reader_gone = not write_stdout(run)
     return result
-
-
-def _write_stdout(run: Callable[[Callable[[str], object]], None]) -> bool:
-    """``run(write)`` into stdout's byte buffer (UTF-8 whatever the locale); False if the reader went away."""
-    stream = sys.stdout
-    buf = getattr(stream, "buffer", None)
-    try:
-        with naming_stdout():  # a full disk behind `> file` says <stdout>
-            if buf is not None:
-                stream.flush()
-                run(lambda text: buf.write(text.encode("utf-8")))
-                buf.flush()
-            else:
-                run(stream.write)
-                stream.flush()
-    except BrokenPipeError:  # `| head` has all it wanted; stdout goes to /dev/null so the exit flush is quiet too
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, stream.fileno())
-        os.close(devnull)
-        return False
-    return True
 
 
 def _bar(progress: Optional[Progress], source) -> AbstractContextManager:
