@@ -33,11 +33,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-import yaml
-
 from esimcse_cli.core import augment
 from esimcse_cli.core.corpus import ENCODING_ERRORS
+from esimcse_cli.core.defaults import DEFAULT_SEED
 from esimcse_cli.core.errors import ConfigError, first_line
+from esimcse_cli.core.models import DEFAULT_MODEL
 from esimcse_cli.core.pooling import POOLINGS, hidden_pooling
 from esimcse_cli.core.variants import VARIANTS
 
@@ -65,7 +65,7 @@ class TrainConfig:
     dedupe: bool = False
     encoding_errors: str = "strict"
     # model
-    model: str = "default"
+    model: str = DEFAULT_MODEL
     trust_remote_code: bool = False
     dropout: Optional[float] = None
     pooler: str = AUTO_POOLER  # auto: what the base model declares (a raw BERT declares none: the paper's cls)
@@ -95,7 +95,7 @@ class TrainConfig:
     scheduler: str = "linear"
     grad_accum: int = 1
     max_grad_norm: Optional[float] = None
-    seed: int = 42
+    seed: int = DEFAULT_SEED
     bf16: bool = False
     device: str = "auto"
     # evaluation, logging, saving
@@ -176,8 +176,7 @@ class TrainConfig:
             bad("lr", f"must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             bad("weight_decay", f"must be >= 0, got {self.weight_decay}")
-        if not 0.0 <= self.dup_rate <= 1.0:
-            bad("dup_rate", f"must be in [0, 1], got {self.dup_rate}")
+        augment.check_rate(self.dup_rate)
         if not 0.0 <= self.momentum <= 1.0:
             bad("momentum", f"must be in [0, 1], got {self.momentum}")
         if self.queue_ratio < 0:
@@ -211,6 +210,8 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
+        import yaml
+
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
@@ -283,6 +284,8 @@ def read_yaml(path: str | os.PathLike) -> Dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    import yaml  # here, not at the top: the CLI imports this module for its choices and --help must stay quick
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -322,7 +325,7 @@ def _confine_paths(values: Dict[str, Any], config_path: Path) -> Dict[str, Any]:
             refuse(key, value)
         values[key] = str(target)
     model = values.get("model")
-    if model is not None and model.strip() not in ("", "default"):
+    if model is not None and model.strip() not in ("", DEFAULT_MODEL):
         p = Path(model).expanduser()
         target = (base / p).resolve()
         if os.path.lexists(base / p):

@@ -51,7 +51,7 @@ def eval_sts(
     The result is :func:`~esimcse_cli.core.evaluate.evaluate_loaded`'s, which names the model, its pooling
     and max length, and counts the sentences.
     """
-    from esimcse_cli.core.models import load_encoder
+    from esimcse_cli.core.models import DEFAULT_MODEL, load_encoder
 
     bootstrap, spec = evaluate.check_sts_args(split, aggregate, length_unit, batch_size, bootstrap=bootstrap, ci=ci,
                                               bucket_by_length=bucket_by_length, buckets=buckets, outputs=(json_path, csv_path))
@@ -59,7 +59,7 @@ def eval_sts(
     task_pairs = evaluate.load_given_tasks(data, data_dir, tasks, split, pairs, pairs_columns)
     enc = load_encoder(model, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
     n_distinct = len(evaluate.unique_sentences(task_pairs))
-    bar = progress(model or "default", n_distinct) if progress is not None else contextlib.nullcontext(None)
+    bar = progress(model or DEFAULT_MODEL, n_distinct) if progress is not None else contextlib.nullcontext(None)
     with bar as advance:
         result = evaluate.evaluate_loaded(enc, task_pairs, split, aggregate, spec, length_unit, batch_size, progress=advance,
                                           bootstrap=bootstrap, level=ci, seed=seed)

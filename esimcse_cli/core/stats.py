@@ -39,13 +39,13 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from esimcse_cli.core import evaluate, sts
+from esimcse_cli.core.defaults import DEFAULT_SEED
 from esimcse_cli.core.errors import ConfigError
 from esimcse_cli.core.evaluate import Bucket, TaskScores
 
 DEFAULT_REPLICATES = 1000
 MIN_REPLICATES = 100
 DEFAULT_LEVEL = 0.95
-DEFAULT_SEED = 42
 BLOCK_CELLS = 1 << 21  # replicates x pairs per block: each float64 matrix of a block stays near 16 MiB
 
 
@@ -311,8 +311,7 @@ def bootstrap(
     Every member of every entry must hold the same tasks with the same pairs (the same gold scores).
     """
     check_options(n)
-    if aggregate not in evaluate.AGGREGATES:
-        raise ConfigError(f"--aggregate {aggregate!r}: choose from {', '.join(evaluate.AGGREGATES)}")
+    evaluate.check_aggregate(aggregate)
     bucket_list = evaluate.as_buckets(buckets) or []
     models: List[Mapping[str, TaskScores]] = []
     where: Dict[int, int] = {}

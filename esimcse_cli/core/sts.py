@@ -379,6 +379,7 @@ def load_task(data_dir: Union[str, os.PathLike], task: str, split: str = "test")
     STS12-16 only have a test set and ignore it.
     """
     key = resolve_tasks([task])[0]
+    # the commands check --split first (evaluate.check_split, a ConfigError); this guards the library call
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}: choose from {', '.join(SPLITS)}")
     root = find_senteval_dir(data_dir)
