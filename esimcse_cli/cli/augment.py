@@ -11,24 +11,26 @@ from typing import Optional
 import typer
 
 from esimcse_cli import console as ui
-from esimcse_cli.cli.options import MODEL_HELP, EncodingErrors
+from esimcse_cli.cli.options import MODEL_HELP, EncodingErrors, choice_list
+from esimcse_cli.core.augment import DEFAULT_DUP_RATE, INSERT_TOKENS, LEVELS, METHODS
+from esimcse_cli.core.defaults import DEFAULT_SEED
 
 
 def augment_cmd(
     input: str = typer.Argument("-", help="Text file, one sentence per line ('-' or omitted: stdin)."),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Write to this file (atomically) instead of stdout."),
-    method: str = typer.Option("repetition", "--method", help="repetition (ESimCSE) | insertion | deletion (the random baselines)."),
-    dup_rate: float = typer.Option(0.32, "--dup-rate", help="Rate r in [0, 1] of the repeat-count formula (also the insertion/deletion rate)."),
+    method: str = typer.Option("repetition", "--method", help=f"{choice_list(METHODS)}: ESimCSE's word repetition, or a random baseline."),
+    dup_rate: float = typer.Option(DEFAULT_DUP_RATE, "--dup-rate", help="Rate r in [0, 1] of the repeat-count formula (also the insertion/deletion rate)."),
     variant: str = typer.Option(
         "paper", "--variant", help="paper: count ~ U{0..max(2, int(r*N))}, any of the N tokens | official, the released code: subword "
         "randrange(min(10, int(r*L))), L = N+2 counting [CLS]/[SEP] (0 when int(r*L) is 0); word "
         "randrange(min(10, N, max(2, int(r*N)))), never the last word."
     ),
-    level: str = typer.Option("subword", "--level", help="subword: the model tokenizer's pieces, as in the paper | word: whitespace-separated words."),
+    level: str = typer.Option("subword", "--level", help=f"{choice_list(LEVELS)}: the model tokenizer's pieces (as in the paper), or whitespace-separated words."),
     insert_token: str = typer.Option(
-        "random", "--insert-token", help="For --method insertion: random (vocabulary token) | stopword | mask ([MASK])."
+        "random", "--insert-token", help=f"For --method insertion: {choice_list(INSERT_TOKENS)} (a vocabulary token, a stopword, or [MASK])."
     ),
-    seed: int = typer.Option(42, "--seed", help="Random seed; the same seed and input give the same output."),
+    seed: int = typer.Option(DEFAULT_SEED, "--seed", help="Random seed; the same seed and input give the same output."),
     model: Optional[str] = typer.Option(None, "--model", help=MODEL_HELP + " Only its tokenizer is loaded."),
     show: bool = typer.Option(False, "--show", help="Also print a table of original vs augmented lines, changes highlighted."),
     show_limit: int = typer.Option(20, "--show-limit", help="Rows in the --show table."),

@@ -35,7 +35,12 @@ from esimcse_cli.cli.options import (
     Split,
     Tasks,
     TrustRemoteCode,
+    choice_list,
 )
+from esimcse_cli.core.augment import DEFAULT_DUP_RATE
+from esimcse_cli.core.defaults import DEFAULT_PROBE_SENTENCES, DEFAULT_SEED
+from esimcse_cli.core.models import DEFAULT_MODEL
+from esimcse_cli.core.variants import VARIANTS
 
 
 def eval_sts(
@@ -46,7 +51,7 @@ def eval_sts(
     aggregate: str = typer.Option("all", "--aggregate", help="STS12-16 score: all (SentEval's, one Spearman over all subsets) | mean | wmean."),
     pairs: Pairs = None,
     pairs_columns: PairsColumns = None,
-    model: Model = "default",
+    model: Model = DEFAULT_MODEL,
     pooling: Pooling = None,
     max_length: MaxLength = None,
     batch_size: BatchSize = 64,
@@ -95,11 +100,11 @@ def length_analysis_cmd(
     max_length: MaxLength = None,
     batch_size: BatchSize = 64,
     device: Device = "auto",
-    probe_sentences: int = typer.Option(1000, "--probe-sentences", help="Sentences in the repetition probe (0: no probe)."),
+    probe_sentences: int = typer.Option(DEFAULT_PROBE_SENTENCES, "--probe-sentences", help="Sentences in the repetition probe (0: no probe)."),
     probe_corpus: Optional[str] = typer.Option(None, "--probe-corpus", help="Sample probe sentences from this text file (one per line) instead of the STS sentences."),
-    dup_rate: float = typer.Option(0.32, "--dup-rate", help="Repetition rate of the probe's word-repeated copies."),
-    variant: str = typer.Option("paper", "--variant", help="Repeat-count formula of the probe: paper | official."),
-    seed: int = typer.Option(42, "--seed", help="Seed for the probe's sample and repetitions, and for the bootstrap."),
+    dup_rate: float = typer.Option(DEFAULT_DUP_RATE, "--dup-rate", help="Repetition rate of the probe's word-repeated copies."),
+    variant: str = typer.Option("paper", "--variant", help=f"Repeat-count formula of the probe: {choice_list(VARIANTS)}."),
+    seed: int = typer.Option(DEFAULT_SEED, "--seed", help="Seed for the probe's sample and repetitions, and for the bootstrap."),
     bootstrap: Optional[int] = typer.Option(None, "--bootstrap", metavar="N", help="Bootstrap replicates of the intervals and the paired gap differences (default 1000; at least 100)."),
     ci: Optional[float] = typer.Option(None, "--ci", help=CI_HELP),
     plot: Optional[str] = typer.Option(None, "--plot", help="Write a grouped bar chart (png/pdf/svg); needs matplotlib (the 'plot' extra)."),

@@ -5,8 +5,9 @@
     its ``--config`` file) -> Typer copies the option per command.
 
 An option whose help or kind differs by command (``compare``'s repeatable ``--model``, ``--bootstrap``'s
-defaults) is written in its command, from the help texts here. Only Typer is imported: the choices are
-checked in core, which names them in its one-line errors.
+defaults) is written in its command, from the help texts here. The choices and defaults the help names
+come from their owners in core, which check them and name them in their one-line errors; only
+torch- and numpy-free modules are imported, so that --help stays quick.
 """
 
 from __future__ import annotations
@@ -15,15 +16,27 @@ from typing import Annotated, List, Optional
 
 import typer
 
-MODEL_HELP = "'default' (bundled all-MiniLM-L6-v2), a local model folder, or a hub name."
-POOLING_HELP = "cls | cls_before_pooler | avg | avg_first_last | avg_top2 (default: what the folder records)."
+from esimcse_cli.core.corpus import ENCODING_ERRORS
+from esimcse_cli.core.defaults import DEFAULT_SEED
+from esimcse_cli.core.models import DEFAULT_MODEL
+from esimcse_cli.core.pooling import POOLINGS
+from esimcse_cli.core.sts import SPLITS, TASKS
+
+
+def choice_list(names) -> str:
+    """How a help text lists an option's choices: ``a | b | c``."""
+    return " | ".join(names)
+
+
+MODEL_HELP = f"{DEFAULT_MODEL!r} (bundled all-MiniLM-L6-v2), a local model folder, or a hub name."
+POOLING_HELP = f"{choice_list(POOLINGS)} (default: what the folder records)."
 DEVICE_HELP = "auto (CUDA when present), cpu, cuda, cuda:N."
 DATA_DIR_HELP = ("SentEval's data/downstream folder (with STS/ and SICK/) or a parent of it, e.g. ../shared/data "
                  "(default: $ESIMCSE_DATA_DIR, else the first of ./SentEval/data/downstream, ./data/downstream and "
-                 "~/.local/share/esimcse/downstream that holds it).")
+                 "the user data and cache folders (see README) that holds it).")
 BUCKETS_HELP = "Length-difference buckets, inclusive ranges from 0 with an open end: default 0-3,4- (the paper's <=3 vs >3)."
 CI_HELP = "Interval level in (0, 1) (default 0.95)."
-SEED_HELP = "Seed of the bootstrap resampling (default 42); the same seed gives the same intervals."
+SEED_HELP = f"Seed of the bootstrap resampling (default {DEFAULT_SEED}); the same seed gives the same intervals."
 
 # ---- the model and how it runs: encode, eval-sts, compare, length-analysis, train
 Model = Annotated[Optional[str], typer.Option("--model", "-m", help=MODEL_HELP)]
@@ -34,16 +47,16 @@ Device = Annotated[Optional[str], typer.Option("--device", help=DEVICE_HELP)]
 TrustRemoteCode = Annotated[Optional[bool], typer.Option("--trust-remote-code", help="Allow custom model code from the model folder/hub.")]
 
 # ---- text input: encode, augment, train
-EncodingErrors = Annotated[Optional[str], typer.Option("--encoding-errors", help="strict | replace | ignore, for text that is not UTF-8.")]
+EncodingErrors = Annotated[Optional[str], typer.Option("--encoding-errors", help=f"{choice_list(ENCODING_ERRORS)}, for text that is not UTF-8.")]
 TextColumn = Annotated[Optional[str], typer.Option("--text-column", help="Column to read from csv/tsv/jsonl/parquet.")]
 
 # ---- STS data: eval-sts, compare, length-analysis
 Data = Annotated[Optional[str], typer.Argument(metavar="DATA_DIR", help="Same as --data-dir.")]
 DataDir = Annotated[Optional[str], typer.Option("--data-dir", "-d", help=DATA_DIR_HELP)]
 Tasks = Annotated[Optional[str], typer.Option(
-    "--tasks", "-t", help="Comma-separated tasks: STS12,STS13,STS14,STS15,STS16,STSBenchmark,SICKRelatedness (default: all).")]
+    "--tasks", "-t", help=f"Comma-separated tasks: {','.join(TASKS)} (default: all).")]
 Split = Annotated[str, typer.Option(
-    "--split", help="Split for STSBenchmark and SICKRelatedness: test | dev | train (SICK dev = trial).")]
+    "--split", help=f"Split for STSBenchmark and SICKRelatedness: {choice_list(SPLITS)} (SICK dev = trial).")]
 Pairs = Annotated[Optional[List[str]], typer.Option(
     "--pairs", help="Your own scored pairs: sentence1<TAB>sentence2<TAB>score (.tsv, header optional), or "
     ".csv/.jsonl/.parquet. Repeatable.")]

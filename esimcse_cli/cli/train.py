@@ -13,10 +13,15 @@ from typing import Optional
 import typer
 
 from esimcse_cli import console as ui
-from esimcse_cli.cli.options import Device, EncodingErrors, Model, TextColumn, TrustRemoteCode
+from esimcse_cli.cli.options import Device, EncodingErrors, Model, TextColumn, TrustRemoteCode, choice_list
+from esimcse_cli.core import augment
+from esimcse_cli.core.config import AUTO_POOLER, METHODS, PRESETS, SCHEDULERS, TrainConfig
+from esimcse_cli.core.pooling import POOLINGS
 
 # Parameters of the command that are not TrainConfig fields.
 NOT_CONFIG = ("config",)
+# the defaults the help names are the dataclass's (every option here is None: "not given")
+_DEFAULT = TrainConfig()
 _BAR_FIELDS = "loss {task.fields[loss]} · dev {task.fields[dev]} · best {task.fields[best]} · {task.fields[sps]} sent/s"
 
 
@@ -25,23 +30,23 @@ def train_cmd(
     corpus: Optional[str] = typer.Argument(None, help="Training sentences: one per line (- = stdin), or .csv/.tsv/.jsonl/.parquet with --text-column."),
     output_dir: Optional[str] = typer.Option(None, "-o", "--output", help="Output folder (default: esimcse-model)."),
     config: Optional[str] = typer.Option(None, "--config", help="YAML file of options; command-line flags override it."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="The paper's hyperparameters: bert-base | bert-large | roberta-base | roberta-large."),
+    preset: Optional[str] = typer.Option(None, "--preset", help=f"The paper's hyperparameters: {choice_list(PRESETS)}."),
     model: Model = None,
-    method: Optional[str] = typer.Option(None, "--method", help="esimcse (default) | simcse: sets the defaults of the two switches below."),
+    method: Optional[str] = typer.Option(None, "--method", help=f"{choice_list(METHODS)} (default {_DEFAULT.method}): sets the defaults of the two switches below."),
     repetition: Optional[bool] = typer.Option(None, "--repetition/--no-repetition", help="Build positives by word repetition (ESimCSE)."),
     momentum_queue: Optional[bool] = typer.Option(None, "--momentum-queue/--no-momentum-queue", help="Add momentum-encoder queue negatives."),
-    dup_rate: Optional[float] = typer.Option(None, "--dup-rate", help="Repetition rate (default 0.32)."),
+    dup_rate: Optional[float] = typer.Option(None, "--dup-rate", help=f"Repetition rate (default {_DEFAULT.dup_rate})."),
     repetition_variant: Optional[str] = typer.Option(None, "--repetition-variant", help="paper: count ~ U{0..max(2, int(r*N))} | official: the released code, randrange(min(10, int(r*L))) with "
          "L = N+2 counting [CLS]/[SEP] (0 when int(r*L) is 0)."),
-    augmentation: Optional[str] = typer.Option(None, "--augmentation", help="Positive builder when --repetition is on: repetition (default) | insertion | deletion (the paper's baselines)."),
-    insert_token: Optional[str] = typer.Option(None, "--insert-token", help="For --augmentation insertion: random | stopword | mask."),
+    augmentation: Optional[str] = typer.Option(None, "--augmentation", help=f"Positive builder when --repetition is on: {choice_list(augment.METHODS)} (default {_DEFAULT.augmentation}; the others are the paper's baselines)."),
+    insert_token: Optional[str] = typer.Option(None, "--insert-token", help=f"For --augmentation insertion: {choice_list(augment.INSERT_TOKENS)}."),
     momentum: Optional[float] = typer.Option(None, "--momentum", help="EMA coefficient m (default 0.995)."),
     momentum_variant: Optional[str] = typer.Option(None, "--momentum-variant", help="paper (a copy of the model with its own MLP, EMA after each step) | official, the released code (online "
          "MLP, EMA in the forward, momentum encoder starting from random weights, --max-grad-norm 1.0 unless given)."),
     queue_ratio: Optional[float] = typer.Option(None, "--queue-ratio", help="Queue size as a multiple of the batch size (default 2.5)."),
     queue_size: Optional[int] = typer.Option(None, "--queue-size", help="Queue size in sentences (overrides --queue-ratio)."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Softmax temperature (default 0.05)."),
-    pooler: Optional[str] = typer.Option(None, "--pooler", help="Training pooler: auto (default: the pooling the model declares, e.g. avg for the bundled model; cls for a raw BERT) | cls ([CLS] + MLP in training, raw [CLS] at test) | cls_before_pooler | avg | avg_first_last | avg_top2."),
+    pooler: Optional[str] = typer.Option(None, "--pooler", help=f"Training pooler: {AUTO_POOLER} (default: the pooling the model declares, e.g. avg for the bundled model; cls for a raw BERT) | {choice_list(POOLINGS)}; cls is [CLS] + MLP in training, raw [CLS] at test."),
     mlp: Optional[bool] = typer.Option(None, "--mlp/--no-mlp", help="Training-only MLP over the pooled vector (default: on for cls)."),
     dropout: Optional[float] = typer.Option(None, "--dropout", help="Override the model's dropout (default: its config)."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Truncate training sentences to this many tokens (default 32)."),
@@ -52,13 +57,13 @@ def train_cmd(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the corpus (default 1; ignored with --max-steps)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="Linear warm-up steps (default 0)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="linear (decay to 0, default) | constant."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help=f"{choice_list(SCHEDULERS)} (default {_DEFAULT.scheduler}; linear decays to 0)."),
     grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step (default 1)."),
     max_grad_norm: Optional[float] = typer.Option(None, "--max-grad-norm", help="Clip the gradient norm (default: off; 1.0 with --momentum-variant official, as the released code)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 42)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help=f"Random seed (default {_DEFAULT.seed})."),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bfloat16 autocast (CUDA only)."),
     device: Device = None,
-    dev_data: Optional[str] = typer.Option(None, "--dev-data", help="SentEval data folder: select the best model on STS-B dev (default: the first of $ESIMCSE_DATA_DIR, the corpus's folder, ./SentEval/data/downstream, ./data/downstream and ~/.local/share/esimcse/downstream that holds STS-B dev; 'none': off)."),
+    dev_data: Optional[str] = typer.Option(None, "--dev-data", help="SentEval data folder: select the best model on STS-B dev (default: the first of $ESIMCSE_DATA_DIR, the corpus's folder, ./SentEval/data/downstream, ./data/downstream and the user data and cache folders (see README) that holds STS-B dev; 'none': off)."),
     eval_steps: Optional[int] = typer.Option(None, "--eval-steps", help="Score STS-B dev every N steps (default 125)."),
     log_steps: Optional[int] = typer.Option(None, "--log-steps", help="Write a metrics.jsonl line every N steps (default 10)."),
     save_steps: Optional[int] = typer.Option(None, "--save-steps", help="Save resumable state every N steps (default 500; 0 = only on interrupt)."),
