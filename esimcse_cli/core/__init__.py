@@ -1,12 +1,12 @@
-"""Core logic of esimcse: plain Python, no Typer or Rich.
+"""Core logic of esimcse: plain Python, no Typer or Rich; torch only where a model runs.
 
-Modules, one concept each:
+The rooms, grouped as docs/DESIGN.md groups them (which says what each one holds):
 
-- ``errors``    user-facing error types (one line, exit code 2 in the CLI)
-- ``atomic``    the one atomic-write helper every output goes through
-- ``models``    resolve ``--model`` (default | folder | hub name) to tokenizer, encoder and pooling
-- ``pooling``   SimCSE's poolers
-- ``encoder``   ``SentenceEncoder``: length-sorted batched encoding to float32 arrays
-- ``corpus``    streaming text readers (txt, csv, tsv, jsonl, parquet)
-- ``augment``   word repetition, insertion and deletion
+- what every room leans on: ``errors``, ``signals``, ``atomic``, ``variants``, ``defaults``
+- resolve a model, pool, encode: ``models``, ``pooling``, ``encoder``, ``embed``, ``search``
+- readers: ``corpus``, ``sts``, ``pairs_file``
+- the paper's algorithm and the text tool around it: ``augment``, ``augment_text``
+- evaluation: ``evaluate``, ``eval_sts``, ``stats``, ``compare``, ``length``
+- training: ``config`` (+ ``presets/``), ``views``, ``padding``, ``contrastive``, ``momentum``, ``loss``,
+  ``trainer``, ``run_log``, ``run_folder``, ``distributed``, ``checkpoint``, ``runlock``, ``export``, ``card``
 """
