@@ -112,7 +112,7 @@ def test_bucket_gaps():
 
 def test_length_analysis_core_report(tmp_path, tiny_model_dir, second_model_dir):
     data = make_senteval(tmp_path / "senteval", n_per_subset=16)
-    rep = length.length_analysis([str(tiny_model_dir), str(second_model_dir)], tmp_path, tasks="STSBenchmark,STS12",
+    rep = length.length_report([str(tiny_model_dir), str(second_model_dir)], tmp_path, tasks="STSBenchmark,STS12",
                                  buckets="0-1,2-3,4-", probe_sentences=20, device="cpu", seed=7)
     assert [m["model"] for m in rep["models"]] == [str(tiny_model_dir), str(second_model_dir)]
     assert [b["name"] for b in rep["buckets"]] == ["0-1", "2-3", ">=4"]
@@ -128,6 +128,36 @@ def test_length_analysis_core_report(tmp_path, tiny_model_dir, second_model_dir)
     # the two random models differ, so their numbers do too
     assert rep["models"][0]["tasks"]["STS12"]["spearman"] != rep["models"][1]["tasks"]["STS12"]["spearman"]
     assert data.is_dir()
+
+
+def test_length_analysis_checks_first_and_writes_the_files_before_it_returns(tmp_path, tiny_model_dir):
+    with pytest.raises(ConfigError, match="--variant"):  # refused before the (missing) data folder is read
+        length.length_analysis(data_dir=str(tmp_path / "nowhere"), variant="v9")
+    make_senteval(tmp_path / "data", n_per_subset=16)
+    js, png = tmp_path / "la.json", tmp_path / "la.png"
+    rep, written = length.length_analysis(str(tmp_path / "data"), tasks="stsb", models=[str(tiny_model_dir)], probe_sentences=5,
+                                          device="cpu", json_path=str(js), plot=str(png))
+    assert written == [str(js), str(png)] and json.loads(js.read_text()) == json.loads(json.dumps(rep))
+    assert png.read_bytes()[:4] == b"\x89PNG" and rep["bootstrap"]["n"] == 1000
+
+
+def test_cli_length_analysis_writes_its_files_before_the_tables(monkeypatch, capsys, tmp_path, tiny_model_dir):
+    import errno
+
+    from test_evaluate import run_cli
+
+    from esimcse_cli import console as ui
+
+    def full_disk(table):
+        raise OSError(errno.ENOSPC, "No space left on device", "<stdout>")
+
+    monkeypatch.setattr(ui, "print_table", full_disk)
+    make_senteval(tmp_path / "data", n_per_subset=16)
+    js = tmp_path / "la.json"
+    code, _, err = run_cli(monkeypatch, capsys, "length-analysis", "-m", tiny_model_dir, "--data-dir", tmp_path / "data",
+                           "--tasks", "stsb", "--probe-sentences", "5", "--device", "cpu", "--json", js)
+    assert code == 2 and "No space left on device" in err
+    assert len(json.loads(js.read_text())["models"]) == 1
 
 
 def test_probe_corpus(tmp_path, tiny_encoder):

@@ -1,7 +1,7 @@
 """``esimcse eval-sts`` and ``esimcse length-analysis``: Spearman tables by task and by length-difference bucket.
 
     eval-sts: core eval_sts (checks, tasks, model, a bar, JSON/CSV/card) -> what was encoded, the table, what was written
-    length-analysis: check_length_args -> length_analysis (a bar per model) -> tables, JSON, plot
+    length-analysis: core length_analysis (checks, a bar per model, JSON, plot) -> the tables, what was written
 
 The files are written before the tables: a stdout that fails (a full disk behind ``> file``) must not lose them.
 """
@@ -115,25 +115,17 @@ def length_analysis_cmd(
 
     Example: esimcse length-analysis -m runs/simcse -m runs/esimcse --data-dir ../shared/data --plot len.png
     """
-    from esimcse_cli.core import evaluate, length, sts
+    from esimcse_cli.core.length import length_analysis
 
-    specs = list(models or [])
-    n_boot, level, bucket_spec = length.check_length_args(
-        split, length_unit, batch_size, probe_sentences=probe_sentences, variant=variant, dup_rate=dup_rate, bootstrap=bootstrap,
-        ci=ci, buckets=buckets, json_path=json_path, plot=plot, models=specs)
-    report = length.length_analysis(
-        specs, sts.given_data_dir(data, data_dir), tasks, split=split, buckets=bucket_spec, length_unit=length_unit,
+    report, written = length_analysis(
+        data, data_dir, tasks, split, models=list(models or []), buckets=buckets, length_unit=length_unit,
         batch_size=batch_size, probe_sentences=probe_sentences, probe_corpus=probe_corpus, dup_rate=dup_rate, variant=variant,
-        seed=seed, pooling=pooling, max_length=max_length, device=device, bootstrap=n_boot, level=level,
-        trust_remote_code=trust_remote_code, progress=lambda label, total: ui.progress_bar(total, label, unit="sent"))
+        seed=seed, pooling=pooling, max_length=max_length, device=device, bootstrap=bootstrap, ci=ci, json_path=json_path,
+        plot=plot, trust_remote_code=trust_remote_code, progress=lambda label, total: ui.progress_bar(total, label, unit="sent"))
     for table in _length_tables(report):
         ui.print_table(table)
-    if json_path:
-        evaluate.write_json(json_path, report)
-        ui.info(f"wrote {json_path}")
-    if plot:
-        length.plot_report(report, plot)
-        ui.info(f"wrote {plot}")
+    for path in written:
+        ui.info(f"wrote {path}")
 
 
 # ---- tables ------------------------------------------------------------------------------------

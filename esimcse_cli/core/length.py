@@ -1,6 +1,10 @@
 """The paper's length-difference study, as a report (``esimcse length-analysis``).
 
-For each model:
+    length_analysis (the command's one call): check_length_args -> length_report (the tasks, the probe's
+      sentences, each model scored, the intervals) -> --json, --plot -> (report, the paths written)
+
+The files are written before the report is returned: the caller renders the tables from it, and a stdout
+that fails (a full disk behind ``> file``) must not lose them. For each model the report holds:
 
 1. STS Spearman within length-difference buckets, per task (``evaluate`` with ``buckets``);
 2. the gap between the first and the last bucket (the paper's measure of length bias:
@@ -31,11 +35,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from esimcse_cli.core import augment, evaluate, stats
+from esimcse_cli.core import augment, evaluate, stats, sts
 from esimcse_cli.core.errors import ConfigError, InputError
 from esimcse_cli.core.evaluate import ProgressFactory, TaskScores
 from esimcse_cli.core.sts import Pair
-from esimcse_cli.core.variants import VARIANTS
 
 DEFAULT_PROBE_SENTENCES = 1000
 MIN_PROBE_POINT = 10  # a per-count mean of fewer probe sentences is "sparse": marked, not joined into the curve
@@ -68,10 +71,7 @@ def check_length_args(
     evaluate.check_eval_args(split, "all", length_unit, batch_size)
     if probe_sentences < 0:
         raise ConfigError(f"--probe-sentences {probe_sentences}: must be 0 or more")
-    if variant not in VARIANTS:
-        raise ConfigError(f"--variant {variant!r}: choose from {', '.join(VARIANTS)}")
-    if not 0.0 <= dup_rate <= 1.0:
-        raise ConfigError(f"--dup-rate {dup_rate}: must be in [0, 1]")
+    augment.check_options(variant=variant, dup_rate=dup_rate)
     n, level = stats.check_options(bootstrap, ci)
     spec = buckets or evaluate.DEFAULT_BUCKETS
     evaluate.parse_buckets(spec)
@@ -288,6 +288,56 @@ def build_report(models: List[dict], split: str, buckets: Optional[str], length_
 
 
 def length_analysis(
+    data: Optional[str] = None,
+    data_dir: Optional[str] = None,
+    tasks: Optional[str] = None,
+    split: str = "test",
+    *,
+    models: Sequence[str] = (),
+    buckets: Optional[str] = None,
+    length_unit: str = "words",
+    batch_size: int = 64,
+    probe_sentences: int = DEFAULT_PROBE_SENTENCES,
+    probe_corpus: Optional[str] = None,
+    dup_rate: float = augment.DEFAULT_DUP_RATE,
+    variant: str = "paper",
+    seed: int = stats.DEFAULT_SEED,
+    pooling: Optional[str] = None,
+    max_length: Optional[int] = None,
+    device: str = "auto",
+    bootstrap: Optional[int] = None,
+    ci: Optional[float] = None,
+    json_path: Optional[str] = None,
+    plot: Optional[str] = None,
+    trust_remote_code: bool = False,
+    progress: Optional[ProgressFactory] = None,
+) -> Tuple[dict, List[str]]:
+    """The whole ``esimcse length-analysis``: the checks, the report, ``--json`` and ``--plot`` written:
+    ``(report, the paths written, in order)``.
+
+    ``data`` / ``data_dir``: ``DATA_DIR`` and ``--data-dir`` (neither: the data folder is looked for).
+    ``models``: the ``--model`` specs, in order (none: the bundled model). ``bootstrap`` / ``ci``: as given
+    (None: the defaults). ``progress(label, total)`` gives each model's bar.
+    """
+    n, level, spec = check_length_args(
+        split, length_unit, batch_size, probe_sentences=probe_sentences, variant=variant, dup_rate=dup_rate, bootstrap=bootstrap,
+        ci=ci, buckets=buckets, json_path=json_path, plot=plot, models=models)
+    report = length_report(
+        list(models), sts.given_data_dir(data, data_dir), tasks, split=split, buckets=spec, length_unit=length_unit,
+        batch_size=batch_size, probe_sentences=probe_sentences, probe_corpus=probe_corpus, dup_rate=dup_rate, variant=variant,
+        seed=seed, pooling=pooling, max_length=max_length, device=device, bootstrap=n, level=level,
+        trust_remote_code=trust_remote_code, progress=progress)
+    written = []
+    if json_path:
+        evaluate.write_json(json_path, report)
+        written.append(str(json_path))
+    if plot:
+        plot_report(report, plot)
+        written.append(str(plot))
+    return report, written
+
+
+def length_report(
     model_specs: Sequence[Optional[str]],
     data_dir,
     tasks=None,
@@ -308,7 +358,7 @@ def length_analysis(
     trust_remote_code: bool = False,
     progress: Optional[ProgressFactory] = None,
 ) -> dict:
-    """The whole ``length-analysis`` report: load the tasks, choose the probe, score each model, add the intervals.
+    """The ``length-analysis`` report: load the tasks, choose the probe, score each model, add the intervals.
 
     ``data_dir`` ``None``: looked for (:func:`~esimcse_cli.core.sts.find_data_dir`). ``bootstrap`` replicates
     (seeded by ``seed``) give the intervals and the paired gap differences. ``progress(label, total)`` gives
