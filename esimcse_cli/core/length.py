@@ -36,11 +36,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from esimcse_cli.core import augment, evaluate, stats, sts
+from esimcse_cli.core.defaults import DEFAULT_PROBE_SENTENCES, DEFAULT_SEED
 from esimcse_cli.core.errors import ConfigError, InputError
 from esimcse_cli.core.evaluate import ProgressFactory, TaskScores
+from esimcse_cli.core.models import DEFAULT_MODEL
 from esimcse_cli.core.sts import Pair
 
-DEFAULT_PROBE_SENTENCES = 1000
 MIN_PROBE_POINT = 10  # a per-count mean of fewer probe sentences is "sparse": marked, not joined into the curve
 PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")
 
@@ -80,7 +81,7 @@ def check_length_args(
             check_output_path(path)
     if plot:
         plot_format(plot)
-    for model in list(models) or ["default"]:
+    for model in list(models) or [DEFAULT_MODEL]:
         check_model(model)
     return n, level, spec
 
@@ -88,7 +89,7 @@ def check_length_args(
 # ------------------------------------------------------------------------------------------------
 # The repetition probe
 # ------------------------------------------------------------------------------------------------
-def sample_sentences(sentences: Sequence[str], n: int, seed: int = stats.DEFAULT_SEED) -> List[str]:
+def sample_sentences(sentences: Sequence[str], n: int, seed: int = DEFAULT_SEED) -> List[str]:
     """``n`` distinct non-empty sentences, sampled without replacement with a seeded generator."""
     if n < 0:
         raise ConfigError(f"--probe-sentences {n}: must be 0 or more")
@@ -109,7 +110,7 @@ def read_probe_corpus(path: Union[str, os.PathLike]) -> List[str]:
     return lines
 
 
-def make_repetition_pairs(tokenizer, sentences: Sequence[str], dup_rate: float = augment.DEFAULT_DUP_RATE, variant: str = "paper", seed: int = stats.DEFAULT_SEED):
+def make_repetition_pairs(tokenizer, sentences: Sequence[str], dup_rate: float = augment.DEFAULT_DUP_RATE, variant: str = "paper", seed: int = DEFAULT_SEED):
     """(originals, copies, inserted counts): sub-word repetition, detokenised with the tokenizer."""
     augment.check_options(variant=variant, dup_rate=dup_rate)
     rng = random.Random(seed)
@@ -141,7 +142,7 @@ def repetition_probe(
     sentences: Sequence[str],
     dup_rate: float = augment.DEFAULT_DUP_RATE,
     variant: str = "paper",
-    seed: int = stats.DEFAULT_SEED,
+    seed: int = DEFAULT_SEED,
     batch_size: int = 64,
     progress: Optional[Callable[[int], None]] = None,
 ) -> dict:
@@ -200,7 +201,7 @@ def score_model(
     batch_size: int = 64,
     dup_rate: float = augment.DEFAULT_DUP_RATE,
     variant: str = "paper",
-    seed: int = stats.DEFAULT_SEED,
+    seed: int = DEFAULT_SEED,
     label: Optional[str] = None,
     progress: Optional[Callable[[int], None]] = None,
 ) -> Tuple[dict, Dict[str, TaskScores]]:
@@ -235,7 +236,7 @@ def analyze_model(*args, **kwargs) -> dict:
 
 
 def add_intervals(report: dict, scores: Sequence[Dict[str, TaskScores]], n: int = stats.DEFAULT_REPLICATES,
-                  level: float = stats.DEFAULT_LEVEL, seed: int = stats.DEFAULT_SEED) -> dict:
+                  level: float = stats.DEFAULT_LEVEL, seed: int = DEFAULT_SEED) -> dict:
     """Paired bootstrap intervals for every model of ``report`` (``scores`` in the same order).
 
     Adds ``ci`` to each task and bucket, ``avg_ci``, ``gap_ci`` (per task) and ``avg_gap_ci``; for each model
@@ -301,7 +302,7 @@ def length_analysis(
     probe_corpus: Optional[str] = None,
     dup_rate: float = augment.DEFAULT_DUP_RATE,
     variant: str = "paper",
-    seed: int = stats.DEFAULT_SEED,
+    seed: int = DEFAULT_SEED,
     pooling: Optional[str] = None,
     max_length: Optional[int] = None,
     device: str = "auto",
@@ -349,7 +350,7 @@ def length_report(
     probe_corpus=None,
     dup_rate: float = augment.DEFAULT_DUP_RATE,
     variant: str = "paper",
-    seed: int = stats.DEFAULT_SEED,
+    seed: int = DEFAULT_SEED,
     pooling: Optional[str] = None,
     max_length: Optional[int] = None,
     device: str = "auto",
@@ -374,7 +375,7 @@ def length_report(
     probe_texts, probe_meta = choose_probe_texts(task_pairs, probe_sentences, probe_corpus, seed)
     models, scores = [], []
     for spec in (list(model_specs) or [None]):
-        label = spec or "default"
+        label = spec or DEFAULT_MODEL
         enc = load_encoder(spec, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
         bar = progress(label, probe_work(task_pairs, probe_texts)) if progress is not None else contextlib.nullcontext(None)
         with bar as advance:
@@ -388,7 +389,7 @@ def length_report(
     return add_intervals(build_report(models, split, buckets, length_unit, probe_meta), scores, bootstrap, level, seed)
 
 
-def choose_probe_texts(task_pairs, n: int, corpus=None, seed: int = stats.DEFAULT_SEED):
+def choose_probe_texts(task_pairs, n: int, corpus=None, seed: int = DEFAULT_SEED):
     """The probe's sentences and a description of where they came from (``(texts, None)`` when off)."""
     if n <= 0:
         if n < 0:
