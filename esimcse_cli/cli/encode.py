@@ -6,12 +6,13 @@ import typer
 
 from esimcse_cli import console as ui
 from esimcse_cli.cli.options import BatchSize, Device, EncodingErrors, MaxLength, Model, Pooling, TextColumn, TrustRemoteCode
+from esimcse_cli.core.models import DEFAULT_MODEL
 
 
 def encode(
     input: str = typer.Argument("-", help="Text file (one text per line), .csv/.tsv/.jsonl/.parquet, or - for stdin."),
     output: str = typer.Option(..., "-o", "--output", help="Output .npy path, or - for stdout."),
-    model: Model = "default",
+    model: Model = DEFAULT_MODEL,
     pooling: Pooling = None,
     max_length: MaxLength = None,
     batch_size: BatchSize = 64,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from esimcse_cli.core import evaluate, stats
+from esimcse_cli.core.defaults import DEFAULT_SEED
 from esimcse_cli.core.errors import ConfigError
 from esimcse_cli.core.evaluate import ProgressFactory
 from esimcse_cli.core.sts import Pair
@@ -124,7 +125,7 @@ def compare_models(
     length_unit: str = "words",
     n: int = stats.DEFAULT_REPLICATES,
     level: float = stats.DEFAULT_LEVEL,
-    seed: int = stats.DEFAULT_SEED,
+    seed: int = DEFAULT_SEED,
     pooling: Optional[str] = None,
     max_length: Optional[int] = None,
     device: str = "auto",
@@ -223,7 +224,7 @@ def compare(
     task_pairs = evaluate.load_given_tasks(data, data_dir, tasks, split, pairs, pairs_columns)
     report = compare_models(
         entries, task_pairs, split=split, aggregate=aggregate, buckets=spec, length_unit=length_unit, n=n, level=level,
-        seed=stats.DEFAULT_SEED if seed is None else seed, pooling=pooling, max_length=max_length, device=device,
+        seed=DEFAULT_SEED if seed is None else seed, pooling=pooling, max_length=max_length, device=device,
         batch_size=batch_size, trust_remote_code=trust_remote_code, progress=progress)
     if json_path:
         evaluate.write_json(json_path, report)
