@@ -23,6 +23,7 @@ from esimcse_cli.core.search import (
     query_encoder_args,
     read_sidecar,
     search,
+    search_queries,
     sidecar_path,
     top_k,
     write_sidecar,
@@ -154,7 +155,7 @@ def test_encode_then_search_finds_each_sentence(tmp_path, tiny_model_dir):
     out = tmp_path / "corpus.npy"
     enc = load_encoder(str(tiny_model_dir), device="cpu")
     stats = encode_file(enc, src, out, model=str(tiny_model_dir))  # the sidecar beside it
-    meta = check_search_args(out, k=2, texts=src)
+    meta = check_search_args(out, k=2)
     args = query_encoder_args(out, meta)
     assert args == {"spec": model_key(tiny_model_dir), "pooling": enc.pooling, "max_length": enc.max_length}
     check_compatible(meta, str(tiny_model_dir), enc.pooling, enc.dim)
@@ -273,10 +274,10 @@ def test_text_count_mismatch(matrix, tmp_path):
     path, _, _ = matrix
     src = tmp_path / "t.txt"
     src.write_text("\n".join(["x"] * 502) + "\n\n", encoding="utf-8")  # 503 lines, the last one blank
-    check_search_args(path, texts=src)
+    TextRows.open(src, 503).close()
     src.write_text("\n".join(["x"] * 502) + "\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"t.txt: 502 lines \(blank ones included.*matrix has 503 rows"):
-        check_search_args(path, texts=src)
+        search_queries(path, ["x"], texts=src, model=str(tmp_path / "no-model"))  # the texts are refused before the model loads
     with pytest.raises(InputError, match="502 lines"):
         TextRows.open(src, 503)
     with TextRows.open(src) as rows, pytest.raises(InputError, match="502 lines"):
@@ -299,13 +300,18 @@ def test_bad_input_is_one_line(matrix, tmp_path):
         (dict(npy_path=tmp_path / "empty.npy"), "the matrix is empty"),
         (dict(npy_path=path, k=0), "-k must be positive, got 0"),
         (dict(npy_path=path, chunk_rows=-1), "--chunk-rows must be positive, got -1"),
-        (dict(npy_path=path, texts=tmp_path / "none.txt"), "none.txt: no such file"),
+        (dict(npy_path=path, batch_size=0), "--batch-size must be positive, got 0"),
         (dict(npy_path=path, encoding_errors="loose"), "--encoding-errors must be one of"),
     ]
     for kwargs, message in cases:
         with pytest.raises(EsimcseError, match=message) as exc:
             check_search_args(**kwargs)
         assert exc.value.exit_code == 2 and "\n" not in str(exc.value)
+        if "must be positive" in message:  # an option's value, as other commands say it
+            assert isinstance(exc.value, ConfigError)
+    with pytest.raises(EsimcseError, match="none.txt: no such file") as exc:
+        search_queries(path, ["x"], texts=tmp_path / "none.txt", model=str(tmp_path / "no-model"))
+    assert exc.value.exit_code == 2 and "\n" not in str(exc.value)
 
 
 def test_bad_values_in_search(matrix, tmp_path):

@@ -320,15 +320,15 @@ def _mismatch(display: str, count: int, rows: int, plain: bool) -> str:
 
 # ---------------------------------------------------------------------------------------------- the command
 def check_search_args(npy_path: str | os.PathLike, *, k: int = 10, chunk_rows: int | None = None,
-                      texts: str | os.PathLike | None = None, text_column: str | None = None,
                       encoding_errors: str = "strict", batch_size: int = 64) -> dict | None:
-    """Refuse bad input before any model is loaded; return the sidecar (``None`` where there is none)."""
+    """Refuse bad options and a bad matrix before any model is loaded; return the sidecar (``None`` where there
+    is none). ``--texts`` is checked where it is indexed, by :meth:`TextRows.open`."""
     if k <= 0:
-        raise InputError(f"-k must be positive, got {k}")
+        raise ConfigError(f"-k must be positive, got {k}")
     if chunk_rows is not None and chunk_rows <= 0:
-        raise InputError(f"--chunk-rows must be positive, got {chunk_rows}")
+        raise ConfigError(f"--chunk-rows must be positive, got {chunk_rows}")
     if batch_size <= 0:
-        raise InputError(f"--batch-size must be positive, got {batch_size}")
+        raise ConfigError(f"--batch-size must be positive, got {batch_size}")
     corpus.check_encoding_errors(encoding_errors)
     matrix = open_matrix(npy_path)
     meta = read_sidecar(npy_path)
@@ -336,16 +336,6 @@ def check_search_args(npy_path: str | os.PathLike, *, k: int = 10, chunk_rows: i
         if (int(meta["rows"]), int(meta["dim"])) != matrix.shape:
             raise InputError(f"{meta['_path']}: records {meta['rows']} x {meta['dim']}, but {npy_path} is "
                              f"{matrix.shape[0]} x {matrix.shape[1]}; the sidecar is stale (encode again)")
-    if texts is not None:
-        path = corpus.check_input(texts)
-        if corpus.input_format(path) == "txt":
-            if text_column is not None:
-                raise InputError(f"{path}: --text-column applies to csv, tsv, jsonl and parquet files, not plain text")
-            count, plain = corpus.count_lines(path), True
-        else:
-            count, plain = corpus.count_texts(path, text_column, encoding_errors), False
-        if count != matrix.shape[0]:
-            raise InputError(_mismatch(str(path), count, matrix.shape[0], plain))
     return meta
 
 
@@ -413,8 +403,7 @@ def search_queries(npy_path: str | os.PathLike, queries: Sequence[str] | None = 
     """
     from esimcse_cli.core.models import load_encoder
 
-    meta = check_search_args(npy_path, k=k, chunk_rows=chunk_rows, text_column=text_column,
-                             encoding_errors=encoding_errors, batch_size=batch_size)
+    meta = check_search_args(npy_path, k=k, chunk_rows=chunk_rows, encoding_errors=encoding_errors, batch_size=batch_size)
     if text_column is not None and texts is None:
         raise InputError("--text-column names a column of --texts; give --texts FILE")
     load_args = query_encoder_args(npy_path, meta, model, pooling, max_length)
