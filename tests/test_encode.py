@@ -248,3 +248,11 @@ def test_a_failed_encode_leaves_neither_matrix_nor_sidecar(tiny_model_dir, tmp_p
     r = run_main("encode", str(src), "-o", str(tmp_path / "new.npy"), "-m", str(tiny_model_dir))
     assert r.code == 2 and len(r.lines) == 1, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt", "in.txt", "out.npy", "out.npy.json"]
+    # over the previous pair: its sidecar was set aside, and is back beside its own matrix
+    r = run_main("encode", str(src), "-o", str(out), "-m", str(tiny_model_dir), "--pooling", "cls")
+    assert r.code == 2 and len(r.lines) == 1, r.stderr
+    assert (out.read_bytes(), (tmp_path / "out.npy.json").read_text(encoding="utf-8")) == old
+    with pytest.raises(OSError):  # no model spec, so no new sidecar: the previous one still comes back
+        encode_file(load_encoder(str(tiny_model_dir), device="cpu"), src, out)
+    assert (out.read_bytes(), (tmp_path / "out.npy.json").read_text(encoding="utf-8")) == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt", "in.txt", "out.npy", "out.npy.json"]

@@ -4,7 +4,8 @@ Memory stays bounded: texts are streamed in chunks, vectors go into a memory-map
 the target, and that file is renamed into place only when complete (``-`` streams the finished
 file to stdout). Just before that rename, the sidecar ``OUT.npy.json`` (:mod:`~esimcse_cli.core.search`)
 records the model, pooling and shape, so that ``search`` encodes its queries the same way. An
-interrupted run leaves no partial output: neither the matrix nor its sidecar.
+interrupted run leaves no partial output: neither the matrix nor its sidecar; a previous pair under the
+same name stays whole (its sidecar is set aside, not deleted, until the new matrix is in place).
 """
 
 from __future__ import annotations
@@ -151,21 +152,46 @@ def encode_file(
 
 def _write_npy_and_sidecar(encoder, texts, out_path: Path, meta: dict | None, n: int, batch_size, normalize, dtype,
                            chunk_size, advance, source: str) -> None:
-    """The matrix into a temporary file, its sidecar into place, then the matrix: both, or neither where it fails."""
-    sidecar = None
+    """The matrix into a temporary file, its sidecar into place, then the matrix: both, or neither where it fails.
+
+    The previous sidecar (of the matrix this one replaces) is moved aside first and put back where the new
+    matrix does not arrive, so that a failure leaves the previous matrix with its own sidecar.
+    """
+    side = search.sidecar_path(out_path)
+    previous = sidecar = None
     try:
         with atomic_path(out_path, suffix=".npy") as tmp:
             _write_npy(encoder, texts, tmp, n, batch_size, normalize, dtype, chunk_size, advance,
                        display=out_path, source=source)
+            previous = _set_aside(side)  # without a new sidecar (no model spec), none stays: it would describe the old matrix
             if meta is not None:
                 sidecar = _sidecar_into_place(out_path, meta)
-            else:  # an older sidecar would describe the matrix this one replaces
-                search.sidecar_path(out_path).unlink(missing_ok=True)
     except BaseException:
         # the new sidecar describes a matrix that never arrived; beside the old one it would mislead search
         if sidecar is not None:
             sidecar.unlink(missing_ok=True)
+        if previous is not None:
+            try:
+                os.replace(previous, side)
+            except OSError:  # the folder went away: nothing to put it back into
+                pass
         raise
+    if previous is not None:
+        previous.unlink(missing_ok=True)
+
+
+def _set_aside(path: Path) -> Path | None:
+    """Rename an existing ``path`` to a temporary name beside it (None where there is none)."""
+    if not path.exists():
+        return None
+    fd, aside = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
+    os.close(fd)
+    try:
+        os.replace(path, aside)
+    except BaseException:
+        Path(aside).unlink(missing_ok=True)
+        raise
+    return Path(aside)
 
 
 def _sidecar_into_place(out_path: Path, meta: dict) -> Path:
