@@ -564,3 +564,130 @@ def test_cli_on_sample_corpus_word_level(runner, tmp_path):
     extra = [len(o.split()) - len(s.split()) for s, o in zip(src, out)]
     assert all(e in aug.repeat_support(len(s.split()), 0.32, "official", "word") for s, e in zip(src, extra))
     assert sum(extra) > 0
+
+
+# ------------------------------------------------------------------------------------------------
+# char level: text without spaces (Chinese); sentences written for these tests
+# ------------------------------------------------------------------------------------------------
+ZH_LINES = [
+    "今天下午我们去公园散步",
+    "这本书的故事非常有意思",
+    "",
+    "他每天早上六点起床跑步",
+    "我 喜欢 喝 绿茶",
+    "猫",
+]
+
+
+def without_added(rec):
+    """The augmented tokens with the added ones (repeated / inserted) taken out."""
+    return [t for t, m in zip(rec.new_tokens, rec.added) if not m]
+
+
+def test_char_level_repeats_whole_characters_only():
+    for seed in range(40):
+        for rec in Augmenter(None, level="char", seed=seed, dup_rate=0.5).records(ZH_LINES):
+            if not rec.original.strip():
+                assert rec.augmented == ""
+                continue
+            assert "".join(without_added(rec)) == rec.original  # removing the added characters gives the input
+            assert rec.augmented == "".join(rec.new_tokens)
+            for i, m in enumerate(rec.added):
+                if m:  # a copy right after its character, never a space
+                    assert rec.new_tokens[i] == rec.new_tokens[i - 1] and not rec.new_tokens[i].isspace()
+                    assert len(rec.new_tokens[i]) == 1
+            assert rec.augmented.count(" ") == rec.original.count(" ")
+
+
+def test_char_level_counts_follow_the_paper_formula():
+    text = "春天来了花园里的花都开了小鸟在树上唱歌"  # N = 19 characters
+    n = len(text)
+    for rate in (0.0, 0.32, 0.5):
+        upper = paper_upper(n, rate)
+        seen = collections.Counter(
+            len(Augmenter(None, level="char", seed=s, dup_rate=rate).record(text).augmented) - n for s in range(3500))
+        assert set(seen) == set(range(upper + 1))  # U{0..max(2, int(r*N))}: every value, nothing else
+        for k in range(upper + 1):  # uniform: each value near 1/(upper+1); 5 sigma at 3500 draws
+            assert abs(seen[k] / 3500 - 1 / (upper + 1)) < 0.035, (rate, k, seen)
+    assert aug.repeat_support(n, 0.32, "paper", "char") == range(0, paper_upper(n, 0.32) + 1)
+
+
+def test_char_level_n_counts_non_space_characters_only():
+    # "我 喜欢" has 3 non-space characters: at most min(3, max(2, int(r*3))) = 3 at r = 1, never a space
+    seen = set()
+    for s in range(300):
+        rec = Augmenter(None, level="char", seed=s, dup_rate=1.0).record("我 喜欢")
+        seen.add(len(rec.augmented) - len("我 喜欢"))
+        assert rec.augmented.count(" ") == 1
+    assert seen == {0, 1, 2, 3}
+
+
+def test_char_level_seeded_and_english_keeps_its_spaces():
+    a = list(augment_lines(ZH_LINES, None, level="char", seed=11))
+    assert a == list(augment_lines(ZH_LINES, None, level="char", seed=11))
+    assert a != list(augment_lines(ZH_LINES, None, level="char", seed=12))  # the seed matters
+    for seed in range(30):
+        text = "the  cat sat on a mat"
+        rec = Augmenter(None, level="char", seed=seed, dup_rate=0.5).record(text)
+        assert "".join(without_added(rec)) == text
+        assert [len(w) > 0 for w in rec.augmented.split(" ")] == [len(w) > 0 for w in text.split(" ")]  # same spacing
+
+
+def test_char_level_insertion_and_deletion():
+    for seed in range(30):
+        ins = Augmenter(None, "insertion", "char", 0.5, "paper", "stopword", seed=seed).record(ZH_LINES[0])
+        assert "".join(without_added(ins)) == ZH_LINES[0]
+        assert all(t in aug.CHAR_STOPWORDS for t, m in zip(ins.new_tokens, ins.added) if m)
+        dele = Augmenter(None, "deletion", "char", 1.0, "paper", seed=seed).record("我 爱 你")
+        kept = dele.augmented
+        assert kept.count(" ") == 2 and len(kept.replace(" ", "")) >= 1  # spaces stay, one character at least
+        it = iter("我 爱 你")
+        assert all(c in it for c in kept)  # a subsequence of the input
+    from esimcse_cli.core.augment_text import needs_tokenizer
+
+    assert not needs_tokenizer("repetition", "char", "random")
+    assert not needs_tokenizer("insertion", "char", "stopword")
+
+
+def test_char_level_random_insertion_draws_single_characters(tok):
+    vocab = aug.insertion_vocab(tok, "char")
+    assert vocab and all(len(v) == 1 and v.isalpha() for v in vocab)
+    rec = Augmenter(tok, "insertion", "char", 1.0, "paper", "random", seed=2).record(ZH_LINES[1])
+    assert "".join(without_added(rec)) == ZH_LINES[1]
+    assert all(t in set(vocab) for t, m in zip(rec.new_tokens, rec.added) if m)
+
+
+def test_char_level_official_is_refused():
+    with pytest.raises(ConfigError, match="--level char has no official formula; use --variant paper"):
+        aug.check_options(level="char", variant="official")
+    with pytest.raises(ConfigError):
+        aug.repeat_count(5, 0.32, "official", random.Random(0), level="char")
+    with pytest.raises(ConfigError):
+        Augmenter(None, level="char", variant="official")
+
+
+def test_char_level_show_segments_per_character():
+    a = Augmenter(None, level="char", seed=0)
+    assert a.display_segments(list("我爱爱你"), [False, False, True, False]) == [("我爱", False), ("爱", True), ("你", False)]
+    assert a.display_segments(list("a b"), [False, False, False]) == [("a b", False)]
+
+
+def test_cli_char_level_end_to_end(tmp_path):
+    src = tmp_path / "zh.txt"
+    src.write_text("\n".join(ZH_LINES) + "\n", encoding="utf-8")
+    dst = tmp_path / "out.txt"
+    r = run_main("augment", src, "--level", "char", "--seed", "4", "-o", dst, "--show")  # no --model: no tokenizer
+    assert r.code == 0, r.stderr
+    got = dst.read_text(encoding="utf-8").split("\n")[:-1]
+    assert got == list(augment_lines(ZH_LINES, None, level="char", seed=4))
+    assert "original" in r.stdout.decode("utf-8") and "--level char" in r.stdout.decode("utf-8")  # the --show table
+    piped = run_main("augment", "-", "--level", "char", "--seed", "4", stdin=src.read_bytes())
+    assert piped.code == 0 and piped.stdout.decode("utf-8").split("\n")[:-1] == got
+
+
+def test_cli_char_level_official_exit_2(tmp_path):
+    dst = tmp_path / "out.txt"
+    r = run_main("augment", "-", "--level", "char", "--variant", "official", "-o", dst, stdin="我们\n".encode("utf-8"))
+    assert r.code == 2
+    assert r.lines == ["esimcse: error: --level char has no official formula; use --variant paper"]
+    assert not dst.exists()

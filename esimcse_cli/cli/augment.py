@@ -26,7 +26,8 @@ def augment_cmd(
         "randrange(min(10, int(r*L))), L = N+2 counting [CLS]/[SEP] (0 when int(r*L) is 0); word "
         "randrange(min(10, N, max(2, int(r*N)))), never the last word."
     ),
-    level: str = typer.Option("subword", "--level", help=f"{choice_list(LEVELS)}: the model tokenizer's pieces (as in the paper), or whitespace-separated words."),
+    level: str = typer.Option("subword", "--level", help=f"{choice_list(LEVELS)}: the model tokenizer's pieces (as in the paper), whitespace-separated words, or characters "
+                       "(for text without spaces, e.g. Chinese; spaces stay in place; --variant paper only)."),
     insert_token: str = typer.Option(
         "random", "--insert-token", help=f"For --method insertion: {choice_list(INSERT_TOKENS)} (a vocabulary token, a stopword, or [MASK])."
     ),

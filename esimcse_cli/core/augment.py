@@ -14,10 +14,10 @@ comparison can be run.
 How many tokens are repeated
 ----------------------------
 ``N`` is the number of *content* tokens of the sentence (sub-word pieces without ``[CLS]``/``[SEP]`` at
-``level="subword"``, whitespace-separated words at ``level="word"``) and ``r`` the rate (``--dup-rate``,
-default 0.32, in ``[0, 1]``).
+``level="subword"``, whitespace-separated words at ``level="word"``, non-space characters at ``level="char"``,
+for text without spaces such as Chinese) and ``r`` the rate (``--dup-rate``, default 0.32, in ``[0, 1]``).
 
-* ``variant="paper"`` (the default), the formula of the paper, the same at both levels:
+* ``variant="paper"`` (the default), the formula of the paper, the same at every level:
   ``dup_len ~ Uniform{0, 1, ..., max(2, int(r*N))}`` (both ends inclusive). Because at most ``N`` distinct
   positions exist, a draw above ``N`` is clipped to ``N``; this only happens for ``N <= 2`` (or ``r`` close
   to 1, never for ``r <= 0.5`` and ``N >= 3``), where the clipped value gets the extra probability mass.
@@ -37,6 +37,9 @@ default 0.32, in ``[0, 1]``).
     *last word is never repeated*. It never crashes for ``N >= 1`` (``dup_len <= N - 1``); ``N = 0`` gives 0.
     (The released code splits on single spaces, ``sent.split(' ')``; ``level="word"`` splits on any
     whitespace, which is the same for text with single spaces between words.)
+
+  - char: the released code has no character level, so ``official`` with ``level="char"`` is refused
+    (:class:`ConfigError`) rather than given a made-up formula.
 
   Both never repeat more than 9 tokens. The draws are made in the released code's order (count, then
   positions, one sentence after the other), so with the same :class:`random.Random` state the output is
@@ -71,7 +74,7 @@ from esimcse_cli.core.variants import VARIANTS
 T = TypeVar("T")
 
 METHODS = ("repetition", "insertion", "deletion")
-LEVELS = ("subword", "word")
+LEVELS = ("subword", "word", "char")
 INSERT_TOKENS = ("random", "stopword", "mask")
 DEFAULT_DUP_RATE = 0.32
 OFFICIAL_MAX_REPEATS = 10  # the released code's cap: randrange(min(10, ...))
@@ -87,6 +90,8 @@ STOPWORDS: Tuple[str, ...] = (
     "those", "to", "too", "under", "up", "very", "was", "we", "were", "what", "when", "where", "which",
     "while", "who", "why", "will", "with", "would", "you", "your",
 )
+# Its counterpart at character level: common Chinese function characters, written for this project.
+CHAR_STOPWORDS: Tuple[str, ...] = ("的", "了", "是", "在", "和", "也", "就", "都", "而", "与", "着", "把", "被", "吧", "呢", "吗", "啊")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,6 +126,7 @@ def check_options(
     _check_choice(level, LEVELS, "--level")
     _check_choice(variant, VARIANTS, "--variant")
     _check_choice(insert_token, INSERT_TOKENS, "--insert-token")
+    _check_level_variant(level, variant)
     check_rate(dup_rate)
 
 
@@ -133,6 +139,12 @@ def _check_variant(variant: str) -> str:
 
 def _check_level(level: str) -> str:
     return _check_choice(level, LEVELS, "--level")
+
+
+def _check_level_variant(level: str, variant: str) -> None:
+    # caskcsg/sentemb repeats sub-words or space-split words only: there is no released formula to follow.
+    if level == "char" and variant == "official":
+        raise ConfigError("--level char has no official formula; use --variant paper")
 
 
 def _official_subword_bound(n: int, dup_rate: float) -> int:
@@ -151,12 +163,13 @@ def _official_word_bound(n: int, dup_rate: float) -> int:
 def repeat_support(n: int, dup_rate: float = DEFAULT_DUP_RATE, variant: str = "paper", level: str = "subword") -> range:
     """Exactly the values :func:`repeat_count` can return for a sentence of ``n`` content tokens.
 
-    ``paper`` (both levels): ``0 .. min(n, max(2, int(r*n)))``. ``official`` sub-word: ``0 .. min(n,
+    ``paper`` (every level): ``0 .. min(n, max(2, int(r*n)))``. ``official`` sub-word: ``0 .. min(n,
     min(10, int(r*(n+2))) - 1)``, only ``0`` when ``int(r*(n+2)) == 0``. ``official`` word:
     ``0 .. min(10, n, max(2, int(r*n))) - 1``. Always ``{0}`` for ``n <= 0``.
     """
     _check_variant(variant)
     _check_level(level)
+    _check_level_variant(level, variant)
     if n <= 0:
         return range(0, 1)
     if variant == "paper":
@@ -177,6 +190,7 @@ def repeat_count(n: int, dup_rate: float, variant: str, rng: random.Random, leve
     """
     _check_variant(variant)  # also for n == 0, so that a typo fails on the first (possibly empty) line
     _check_level(level)
+    _check_level_variant(level, variant)
     if variant == "paper":
         if n <= 0:
             return 0
@@ -349,7 +363,8 @@ def insertion_vocab(tokenizer, level: str = "subword", as_ids: bool = False) -> 
 
     Sub-word level: every vocabulary entry except special tokens, bracketed entries such as ``[unused0]``
     or ``<s>``, and WordPiece continuation pieces (``##...``). Word level: of those, only alphabetic
-    entries (stripped of a leading ``▁``/``Ġ`` word marker), so that a whole word is inserted.
+    entries (stripped of a leading ``▁``/``Ġ`` word marker), so that a whole word is inserted. Char level:
+    of those, only the single alphabetic characters (a CJK character counts), so that one character is inserted.
     """
     vocab = tokenizer.get_vocab()
     specials = set(getattr(tokenizer, "all_special_tokens", []) or [])
@@ -358,9 +373,9 @@ def insertion_vocab(tokenizer, level: str = "subword", as_ids: bool = False) -> 
     for tok, idx in items:
         if tok in specials or tok.startswith("##") or _is_bracketed(tok) or not tok.strip():
             continue
-        if level == "word":
+        if level in ("word", "char"):
             word = tok.lstrip("\u2581\u0120")
-            if not word.isalpha():
+            if not word.isalpha() or (level == "char" and len(word) != 1):
                 continue
             out.append(idx if as_ids else word)
         else:
@@ -371,8 +386,9 @@ def insertion_vocab(tokenizer, level: str = "subword", as_ids: bool = False) -> 
 def make_inserter(insert_token: str, tokenizer=None, level: str = "subword", as_ids: bool = False) -> Callable[[random.Random], Any]:
     """Return ``insert(rng) -> token`` for ``--insert-token random|stopword|mask``.
 
-    ``stopword`` draws from :data:`STOPWORDS`; at sub-word level only the stop words that are a single
-    vocabulary token are used. ``mask`` is ``tokenizer.mask_token`` (``[MASK]`` at word level without a tokenizer).
+    ``stopword`` draws from :data:`STOPWORDS` (:data:`CHAR_STOPWORDS` at char level); at sub-word level only
+    the stop words that are a single vocabulary token are used. ``mask`` is ``tokenizer.mask_token``
+    (``[MASK]`` at word or char level without a tokenizer).
     """
     _check_choice(insert_token, INSERT_TOKENS, "--insert-token")
     need_tok = as_ids or level == "subword" or insert_token == "random"
@@ -385,8 +401,10 @@ def make_inserter(insert_token: str, tokenizer=None, level: str = "subword", as_
         value = tokenizer.convert_tokens_to_ids(tok) if as_ids else tok
         return lambda rng: value
     if insert_token == "stopword":
-        if level == "word" and not as_ids:
-            pool: list = list(STOPWORDS)
+        if level == "char" and not as_ids:
+            pool: list = list(CHAR_STOPWORDS)
+        elif level == "word" and not as_ids:
+            pool = list(STOPWORDS)
         else:
             vocab = tokenizer.get_vocab()
             pool = []

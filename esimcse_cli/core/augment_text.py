@@ -7,7 +7,8 @@ chunks, to ``-o`` atomically or to stdout (:func:`atomic.write_stdout`), and kee
 
 Sub-word level tokenises with ``tokenizer.tokenize`` and detokenises with ``convert_tokens_to_string`` (an
 uncased tokenizer therefore lower-cases the text); word level splits on whitespace and joins with single
-spaces. One generator seeded with ``seed`` runs through the stream in order, so the same seed and input give
+spaces; char level (text without spaces, such as Chinese) takes every character as a token and joins them
+back as they were, where only the non-space characters may be chosen, so spaces stay in place. One generator seeded with ``seed`` runs through the stream in order, so the same seed and input give
 the same output on every run.
 """
 
@@ -99,18 +100,22 @@ class Augmenter:
     def tokenize(self, text: str) -> List[str]:
         if self.level == "word":
             return text.split()
+        if self.level == "char":
+            return list(text)  # spaces too: joining the tokens gives the line back as it was
         return list(self.tokenizer.tokenize(text))
 
     def detokenize(self, tokens: Sequence[str]) -> str:
         if self.level == "word":
             return " ".join(tokens)
+        if self.level == "char":
+            return "".join(tokens)
         if not tokens:
             return ""
         return self.tokenizer.convert_tokens_to_string(list(tokens))
 
     def tokenize_many(self, texts: Sequence[str]) -> List[List[str]]:
         """``[self.tokenize(t) for t in texts]``, in one call to a fast tokenizer where there is one."""
-        if self.level == "word" or not texts:
+        if self.level != "subword" or not texts:
             return [self.tokenize(t) for t in texts]
         tok = self.tokenizer
         if getattr(tok, "is_fast", False):
@@ -127,7 +132,10 @@ class Augmenter:
         if not text.strip():
             return AugmentRecord(original=text, augmented="")
         toks = self.tokenize(text) if tokens is None else tokens
-        new, pos = augment_ids(toks, self.method, self.dup_rate, self.variant, self.rng, level=self.level, insert=self.insert)
+        # At char level a space is kept as a token but is never chosen, nor counted in N.
+        content = [i for i, t in enumerate(toks) if not t.isspace()] if self.level == "char" else None
+        new, pos = augment_ids(toks, self.method, self.dup_rate, self.variant, self.rng, level=self.level, content=content,
+                               insert=self.insert)
         removed, added = _marks(len(toks), len(new), pos)
         return AugmentRecord(text, _one_line(self.detokenize(new)), toks, removed, new, added)
 
@@ -159,6 +167,8 @@ class Augmenter:
         Works by detokenising growing prefixes; where a tokenizer's output is not prefix-stable it falls
         back to the tokens joined by spaces. Quadratic in the length: meant for the few lines ``--show`` prints.
         """
+        if self.level == "char":
+            return _merge([(tok, bool(mark)) for tok, mark in zip(tokens, marks)])
         if self.level == "word":
             segs: List[Tuple[str, bool]] = []
             for i, (tok, mark) in enumerate(zip(tokens, marks)):
