@@ -74,3 +74,83 @@ def test_parse_columns():
     assert pairs_file.parse_columns("q, ,2") == ("q", None, "2")
     with pytest.raises(ConfigError, match="--pairs-columns 'a,b': give three columns"):
         pairs_file.parse_columns("a,b")
+
+
+# ------------------------------------------------------------------------------------------------
+# The Chinese layouts (--pairs-format); sentences written for these tests
+# ------------------------------------------------------------------------------------------------
+BOJONE = "今天天气很好\t今天是晴天\t1\n我想买一部手机\t这家饭店很好吃\t0\n花呗怎么还款\t花呗如何还钱\t1\n"
+CNSD = "一个男人在弹吉他。||一个人在弹奏乐器。||4\n两只狗在草地上奔跑。||一只猫在睡觉。||0\n\n一个女孩在唱歌。||一个女孩在跳舞。||1.5\n"
+
+
+def test_bojone_tab_layout_reads_labels_as_scores(tmp_path):
+    p = tmp_path / "LCQMC.test.data"
+    p.write_text(BOJONE, encoding="utf-8")
+    for fmt in (None, "auto", "tsv"):
+        got = pairs_file.read_pairs_file(p, fmt=fmt)
+        assert len(got) == 3
+        assert [x.score for x in got] == [1.0, 0.0, 1.0]
+        assert (got[0].a, got[0].b) == ("今天天气很好", "今天是晴天")
+
+
+def test_cnsd_layout_by_shape_and_by_name(tmp_path):
+    p = tmp_path / "cnsd-sts-test.txt"
+    p.write_text(CNSD, encoding="utf-8")
+    for fmt in (None, "auto", "cnsd"):
+        got = pairs_file.read_pairs_file(p, fmt=fmt)
+        assert len(got) == 3
+        assert [x.score for x in got] == [4.0, 0.0, 1.5]
+        assert (got[1].a, got[1].b) == ("两只狗在草地上奔跑。", "一只猫在睡觉。")
+        assert got[0].subset == "cnsd-sts-test"
+    with pytest.raises(InputError, match=r"cnsd-sts-test.txt:1: expected at least 3 tab-separated"):
+        pairs_file.read_pairs_file(p, fmt="tsv")  # named, the layout is not guessed
+    q = tmp_path / "b.tsv"
+    q.write_text(BOJONE, encoding="utf-8")
+    with pytest.raises(InputError, match=r"b.tsv:1: expected sent1\|\|sent2\|\|score"):
+        pairs_file.read_pairs_file(q, fmt="cnsd")
+
+
+def test_mixed_or_garbled_layouts_name_the_line(tmp_path):
+    p = tmp_path / "mixed.txt"
+    p.write_text("甲||乙||3\n丙\t丁\t1\n", encoding="utf-8")
+    with pytest.raises(InputError) as e:
+        pairs_file.read_pairs_file(p)
+    assert str(e.value).startswith(f"{p}:2: ") and "\n" not in str(e.value)
+    p.write_text("甲\t乙\t1\n丙||丁||3\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"mixed.txt:2: "):
+        pairs_file.read_pairs_file(p)
+    p.write_text("甲||乙||3\n丙||丁||戊||2\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"mixed.txt:2: .*found 4"):
+        pairs_file.read_pairs_file(p)
+    p.write_text("甲||乙||很高\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"mixed.txt:1"):
+        pairs_file.read_pairs_file(p)
+    with pytest.raises(ConfigError, match="--pairs-columns does not apply"):
+        pairs_file.read_pairs_file(tmp_path / "mixed.txt", "0", None, None, fmt="cnsd")
+
+
+def test_pairs_format_bad_value(tmp_path):
+    p = tmp_path / "p.txt"
+    p.write_text(CNSD, encoding="utf-8")
+    with pytest.raises(ConfigError, match="--pairs-format must be one of auto, tsv, cnsd"):
+        pairs_file.read_pairs_file(p, fmt="excel")
+    assert pairs_file.check_pairs_format(None) == "auto" and pairs_file.check_pairs_format(" CNSD ") == "cnsd"
+
+
+def test_cli_pairs_format_through_eval_sts_and_compare(tmp_path, tiny_model_dir):
+    from clirunner import run_main
+
+    c, b = tmp_path / "cnsd.txt", tmp_path / "bq.tsv"
+    c.write_text(CNSD, encoding="utf-8")
+    b.write_text(BOJONE, encoding="utf-8")
+    out = tmp_path / "r.json"
+    r = run_main("eval-sts", "--pairs", c, "--pairs", b, "--model", tiny_model_dir, "--device", "cpu", "--json", out)
+    assert r.code == 0, r.stderr
+    tasks = json.loads(out.read_text(encoding="utf-8"))["tasks"]
+    assert tasks["cnsd"]["pairs"] == 3 and tasks["bq"]["pairs"] == 3
+    for cmd in (["eval-sts", "--model", tiny_model_dir], ["compare", "--model", tiny_model_dir, "--model", tiny_model_dir]):
+        bad = run_main(*cmd, "--pairs", c, "--pairs-format", "excel", "--json", tmp_path / "bad.json")
+        assert bad.code == 2 and len(bad.lines) == 1 and "--pairs-format" in bad.lines[0], bad.stderr
+        assert not (tmp_path / "bad.json").exists()
+        forced = run_main(*cmd, "--pairs", c, "--pairs-format", "tsv")
+        assert forced.code == 2 and len(forced.lines) == 1 and f"{c}:1:" in forced.lines[0], forced.stderr

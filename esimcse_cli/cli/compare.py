@@ -27,6 +27,7 @@ from esimcse_cli.cli.options import (
     MaxLength,
     Pairs,
     PairsColumns,
+    PairsFormat,
     Split,
     Tasks,
     TrustRemoteCode,
@@ -43,6 +44,7 @@ def compare_cmd(
     aggregate: str = typer.Option("all", "--aggregate", help="STS12-16 score: all | mean | wmean (as eval-sts)."),
     pairs: Pairs = None,
     pairs_columns: PairsColumns = None,
+    pairs_format: PairsFormat = "auto",
     bucket_by_length: BucketByLength = False,
     buckets: Buckets = None,
     length_unit: LengthUnit = "words",
@@ -65,7 +67,8 @@ def compare_cmd(
     items = _entry_items(list(models or []), list(groups or []))
     report = compare.compare(
         items, _model_labels(items), data, data_dir, tasks, split=split, aggregate=aggregate,
-        pairs=pairs, pairs_columns=pairs_columns, bucket_by_length=bucket_by_length, buckets=buckets, length_unit=length_unit,
+        pairs=pairs, pairs_columns=pairs_columns, pairs_format=pairs_format, bucket_by_length=bucket_by_length, buckets=buckets,
+        length_unit=length_unit,
         bootstrap=bootstrap, ci=ci, seed=seed, pooling=pooling, max_length=max_length, device=device, batch_size=batch_size,
         json_path=json_path, trust_remote_code=trust_remote_code,
         progress=lambda label, total: ui.progress_bar(total, f"encoding {label}", unit="sent"),

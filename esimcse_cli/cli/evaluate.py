@@ -31,6 +31,7 @@ from esimcse_cli.cli.options import (
     Model,
     Pairs,
     PairsColumns,
+    PairsFormat,
     Pooling,
     Split,
     Tasks,
@@ -51,6 +52,7 @@ def eval_sts(
     aggregate: str = typer.Option("all", "--aggregate", help="STS12-16 score: all (SentEval's, one Spearman over all subsets) | mean | wmean."),
     pairs: Pairs = None,
     pairs_columns: PairsColumns = None,
+    pairs_format: PairsFormat = "auto",
     model: Model = DEFAULT_MODEL,
     pooling: Pooling = None,
     max_length: MaxLength = None,
@@ -75,8 +77,8 @@ def eval_sts(
     from esimcse_cli.core.eval_sts import eval_sts as core_eval_sts
 
     result, written = core_eval_sts(
-        data, data_dir, tasks, split, aggregate, pairs=pairs, pairs_columns=pairs_columns, model=model, pooling=pooling,
-        max_length=max_length, batch_size=batch_size, device=device, bucket_by_length=bucket_by_length, buckets=buckets,
+        data, data_dir, tasks, split, aggregate, pairs=pairs, pairs_columns=pairs_columns, pairs_format=pairs_format,
+        model=model, pooling=pooling, max_length=max_length, batch_size=batch_size, device=device, bucket_by_length=bucket_by_length, buckets=buckets,
         length_unit=length_unit, bootstrap=bootstrap, ci=ci, seed=seed, json_path=json_path, csv_path=csv_path,
         update_card=update_card, trust_remote_code=trust_remote_code,
         progress=lambda _model, total: ui.progress_bar(total, "encoding STS sentences", unit="sent"))

@@ -19,6 +19,7 @@ import typer
 from esimcse_cli.core.corpus import ENCODING_ERRORS
 from esimcse_cli.core.defaults import DEFAULT_SEED
 from esimcse_cli.core.models import DEFAULT_MODEL
+from esimcse_cli.core.pairs_file import PAIRS_FORMATS
 from esimcse_cli.core.pooling import POOLINGS
 from esimcse_cli.core.sts import SPLITS, TASKS
 
@@ -59,7 +60,10 @@ Split = Annotated[str, typer.Option(
     "--split", help=f"Split for STSBenchmark and SICKRelatedness: {choice_list(SPLITS)} (SICK dev = trial).")]
 Pairs = Annotated[Optional[List[str]], typer.Option(
     "--pairs", help="Your own scored pairs: sentence1<TAB>sentence2<TAB>score (.tsv, header optional), or "
-    ".csv/.jsonl/.parquet. Repeatable.")]
+    ".csv/.jsonl/.parquet, or CNSD's sent1||sent2||score lines. Repeatable.")]
+PairsFormat = Annotated[str, typer.Option(
+    "--pairs-format", help=f"{choice_list(PAIRS_FORMATS)}: how --pairs files are read; auto: by the suffix, then a text "
+    "file's first line (a tab: tsv, e.g. text1<TAB>text2<TAB>label; '||' and no tab: cnsd).")]
 PairsColumns = Annotated[Optional[str], typer.Option(
     "--pairs-columns", help="Columns of --pairs files: sentence1,sentence2,score (names or 0-based indices).")]
 BucketByLength = Annotated[bool, typer.Option("--bucket-by-length", help="Also score within length-difference buckets.")]

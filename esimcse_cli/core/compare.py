@@ -197,6 +197,7 @@ def compare(
     aggregate: str = "all",
     pairs: Optional[Sequence[str]] = None,
     pairs_columns: Optional[str] = None,
+    pairs_format: Optional[str] = "auto",
     bucket_by_length: bool = False,
     buckets: Optional[str] = None,
     length_unit: str = "words",
@@ -221,7 +222,7 @@ def compare(
                                         bucket_by_length=bucket_by_length, buckets=buckets, json_path=json_path)
     entries = build_entries(items, labels)
     check_models(entries)
-    task_pairs = evaluate.load_given_tasks(data, data_dir, tasks, split, pairs, pairs_columns)
+    task_pairs = evaluate.load_given_tasks(data, data_dir, tasks, split, pairs, pairs_columns, pairs_format)
     report = compare_models(
         entries, task_pairs, split=split, aggregate=aggregate, buckets=spec, length_unit=length_unit, n=n, level=level,
         seed=DEFAULT_SEED if seed is None else seed, pooling=pooling, max_length=max_length, device=device,

@@ -27,6 +27,7 @@ def eval_sts(
     *,
     pairs: Optional[Sequence[str]] = None,
     pairs_columns: Optional[str] = None,
+    pairs_format: Optional[str] = "auto",
     model: Optional[str] = None,
     pooling: Optional[str] = None,
     max_length: Optional[int] = None,
@@ -56,7 +57,7 @@ def eval_sts(
     bootstrap, spec = evaluate.check_sts_args(split, aggregate, length_unit, batch_size, bootstrap=bootstrap, ci=ci,
                                               bucket_by_length=bucket_by_length, buckets=buckets, outputs=(json_path, csv_path))
     card_dir = card.card_folder(model) if update_card else None  # the default or a hub model: refused before any work
-    task_pairs = evaluate.load_given_tasks(data, data_dir, tasks, split, pairs, pairs_columns)
+    task_pairs = evaluate.load_given_tasks(data, data_dir, tasks, split, pairs, pairs_columns, pairs_format)
     enc = load_encoder(model, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
     n_distinct = len(evaluate.unique_sentences(task_pairs))
     bar = progress(model or DEFAULT_MODEL, n_distinct) if progress is not None else contextlib.nullcontext(None)

@@ -319,8 +319,10 @@ def load_tasks(
     split: str = "test",
     pairs_files: Sequence[Union[str, os.PathLike]] = (),
     pairs_columns: Tuple = (None, None, None),
+    pairs_format: str = "auto",
 ) -> Dict[str, List[Pair]]:
-    """Load the requested tasks (JSON key -> pairs), plus user pair files keyed by file stem.
+    """Load the requested tasks (JSON key -> pairs), plus user pair files keyed by file stem, read as
+    ``pairs_format`` (:data:`~esimcse_cli.core.pairs_file.PAIRS_FORMATS`).
 
     ``data_dir`` ``None``: the data folder is looked for (:func:`~esimcse_cli.core.sts.find_data_dir`).
     With ``pairs_files`` and no ``tasks``, only the pair files are loaded (no data folder is needed).
@@ -354,7 +356,7 @@ def load_tasks(
         base, k = key, 2
         while key in out:
             key, k = f"{base}-{k}", k + 1
-        out[key] = read_pairs_file(f, *pairs_columns)
+        out[key] = read_pairs_file(f, *pairs_columns, fmt=pairs_format)
     return out
 
 
@@ -365,12 +367,14 @@ def load_given_tasks(
     split: str = "test",
     pairs: Optional[Sequence[str]] = None,
     pairs_columns: Optional[str] = None,
+    pairs_format: Optional[str] = "auto",
 ) -> Dict[str, List[Pair]]:
     """:func:`load_tasks` as ``eval-sts`` and ``compare`` name it: ``DATA_DIR`` or ``--data-dir``, ``--tasks``,
-    ``--split``, ``--pairs`` and the ``--pairs-columns`` spec."""
-    from esimcse_cli.core.pairs_file import parse_columns
+    ``--split``, ``--pairs``, the ``--pairs-columns`` spec and ``--pairs-format`` (checked even without ``--pairs``)."""
+    from esimcse_cli.core.pairs_file import check_pairs_format, parse_columns
 
-    return load_tasks(sts.given_data_dir(data, data_dir), tasks, split, pairs or (), parse_columns(pairs_columns))
+    columns, fmt = parse_columns(pairs_columns), check_pairs_format(pairs_format)
+    return load_tasks(sts.given_data_dir(data, data_dir), tasks, split, pairs or (), columns, fmt)
 
 
 @dataclass

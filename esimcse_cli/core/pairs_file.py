@@ -2,6 +2,10 @@
 
 - ``.tsv`` / ``.txt`` are split on tabs as SentEval splits its own files (no quoting), with or without a
   header line; ``.csv``, ``.jsonl`` / ``.json`` and ``.parquet`` are read through pandas.
+- The two layouts Chinese STS repos share are text files too, told apart by the shape of the first line
+  (``--pairs-format auto``, the default): bojone's ATEC / BQ / LCQMC / PAWSX ``text1<TAB>text2<TAB>label``
+  (0/1 labels, no header) is the tab layout and reads as it; a first line without a tab but with ``||``
+  is the CNSD STS-B layout ``sent1||sent2||score``. ``--pairs-format`` names the layout instead.
 - Columns are found by their usual names (``sentence1`` / ``sentence_A`` / ``text1`` ..., ``score`` /
   ``label`` ...), or given by name or 0-based index (``--pairs-columns``).
 - Sentences are whitespace-normalised and scores parsed exactly as the SentEval readers do
@@ -22,13 +26,25 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 from esimcse_cli.core.errors import ConfigError, InputError, first_line
 from esimcse_cli.core.sts import Pair, normalize, parse_score, read_lines
 
-__all__ = ["Column", "parse_columns", "read_pairs_file"]
+__all__ = ["Column", "PAIRS_FORMATS", "check_pairs_format", "parse_columns", "read_pairs_file"]
 
 _S1_NAMES = ("sentence1", "sentence_1", "sentence_a", "sent1", "text1", "text_a", "s1", "a")
 _S2_NAMES = ("sentence2", "sentence_2", "sentence_b", "sent2", "text2", "text_b", "s2", "b")
 _SCORE_NAMES = ("score", "label", "similarity", "relatedness_score", "gold", "gold_score")
 
 Column = Union[str, int, None]
+
+# auto: the suffix names the table formats; a text file's first line tells tsv from cnsd.
+PAIRS_FORMATS = ("auto", "tsv", "cnsd", "csv", "jsonl", "parquet")
+CNSD_SEP = "||"
+
+
+def check_pairs_format(fmt: Optional[str]) -> str:
+    """``--pairs-format`` as a known name (``None``: ``auto``), or a one-line :class:`ConfigError`."""
+    value = "auto" if fmt is None else str(fmt).strip().lower()
+    if value not in PAIRS_FORMATS:
+        raise ConfigError(f"--pairs-format must be one of {', '.join(PAIRS_FORMATS)}; got {fmt!r}")
+    return value
 
 
 def parse_columns(spec: Optional[str]) -> Tuple[Column, Column, Column]:
@@ -108,6 +124,33 @@ def _read_tsv_pairs(path: Path, s1: Column, s2: Column, score: Column, subset: s
     return pairs
 
 
+def _text_layout(path: Path) -> str:
+    """``cnsd`` when the first non-blank line has no tab but has ``||``, else ``tsv`` (whose reader names a bad line)."""
+    first = next((ln for ln in read_lines(path) if ln.strip()), "")
+    return "cnsd" if "\t" not in first and CNSD_SEP in first else "tsv"
+
+
+def _read_cnsd_pairs(path: Path, columns: Tuple[Column, Column, Column], subset: str, stats: Dict[str, int]) -> List[Pair]:
+    """CNSD STS-B lines, ``sent1||sent2||score``: no header, and exactly three fields (a fourth would be ambiguous)."""
+    if any(c is not None for c in columns):
+        raise ConfigError(f"{path}: --pairs-columns does not apply to the cnsd layout (sent1||sent2||score)")
+    pairs = []
+    lines = read_lines(path)
+    if not any(ln.strip() for ln in lines):
+        raise InputError(f"{path}: file is empty")
+    for n, line in enumerate(lines, start=1):
+        if line.strip() == "":
+            continue
+        cols = line.split(CNSD_SEP)
+        if len(cols) != 3:
+            raise InputError(f"{path}:{n}: expected sent1||sent2||score (the cnsd layout), found {len(cols)} '||'-separated field(s)")
+        if cols[2].strip() == "":
+            stats["unscored"] += 1
+            continue
+        pairs.append(Pair(normalize(cols[0]), normalize(cols[1]), parse_score(cols[2], f"{path}:{n}"), subset))
+    return pairs
+
+
 def _read_table_pairs(path: Path, fmt: str, s1: Column, s2: Column, score: Column, subset: str, stats: Dict[str, int]) -> List[Pair]:
     import pandas as pd
 
@@ -166,7 +209,11 @@ def read_pairs_file(
 
     - ``.tsv`` / ``.txt`` (default): ``sentence1<TAB>sentence2<TAB>score``, split on tabs (no quoting),
       with or without a header line (a header is recognised by a non-numeric score field);
-    - ``.csv``, ``.jsonl`` / ``.json``, ``.parquet``: read through pandas.
+    - ``.csv``, ``.jsonl`` / ``.json``, ``.parquet``: read through pandas;
+    - a text file whose first line has ``||`` and no tab: CNSD's ``sent1||sent2||score``.
+
+    ``fmt`` (``--pairs-format``, :data:`PAIRS_FORMATS`): ``None`` or ``auto`` decides as above, by the suffix
+    and then by the first line; a name reads the file in that format whatever its suffix.
 
     Columns are found by name (``sentence1``/``sentence_A``/``text1``..., ``score``/``label``...) or given
     by the ``*_col`` options as a name or a 0-based index. Rows with an empty score are dropped (as
@@ -179,16 +226,17 @@ def read_pairs_file(
         raise InputError(f"{path}: file not found")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected a pairs file")
-    if fmt is None:
+    fmt = check_pairs_format(fmt)
+    if fmt == "auto":
         suffix = path.suffix.lower()
-        fmt = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}.get(suffix, "tsv")
-    fmt = fmt.lower()
-    if fmt not in ("tsv", "csv", "jsonl", "parquet"):
-        raise InputError(f"{path}: unknown pairs format {fmt!r} (tsv, csv, jsonl, parquet)")
+        fmt = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}.get(suffix, "")
+        fmt = fmt or _text_layout(path)
     stats = {"unscored": 0}
     subset = path.stem
     if fmt == "tsv":
         pairs = _read_tsv_pairs(path, sentence1_col, sentence2_col, score_col, subset, stats)
+    elif fmt == "cnsd":
+        pairs = _read_cnsd_pairs(path, (sentence1_col, sentence2_col, score_col), subset, stats)
     else:
         pairs = _read_table_pairs(path, fmt, sentence1_col, sentence2_col, score_col, subset, stats)
     if stats["unscored"]:
