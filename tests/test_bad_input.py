@@ -208,7 +208,7 @@ AUGMENT = [
     ("dup-rate nan", A + " --dup-rate nan", ["--dup-rate", "nan"]),
     ("dup-rate not a number", A + " --dup-rate lots", ["--dup-rate", "valid number"]),
     ("unknown method", A + " --method shuffle", ["--method", "shuffle"]),
-    ("unknown level", A.replace("--level word", "--level char"), ["--level", "char"]),
+    ("unknown level", A.replace("--level word", "--level byte"), ["--level", "byte"]),
     ("unknown variant", A + " --variant v2", ["--variant", "v2"]),
     ("unknown insert token", A + " --method insertion --insert-token emoji", ["--insert-token", "emoji"]),
     ("unknown encoding errors", A + " --encoding-errors maybe", ["--encoding-errors", "maybe"]),
