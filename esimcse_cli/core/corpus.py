@@ -76,15 +76,17 @@ def materialize(path: str | os.PathLike | None) -> Iterator[Path]:
         yield check_input(path)
 
 
-def _decode(raw: bytes, where: str, lineno: int, errors: str) -> str:
+def decode_line(raw: bytes, where: str, lineno: int, errors: str) -> str:
+    """Line ``lineno`` (1-based) of a file as text: its ``\n`` / ``\r\n`` dropped, a BOM dropped from line 1."""
     if raw.endswith(b"\n"):
         raw = raw[:-1]
     if raw.endswith(b"\r"):
         raw = raw[:-1]
     try:
-        return raw.decode("utf-8", errors=errors)
+        text = raw.decode("utf-8", errors=errors)
     except UnicodeDecodeError as exc:
         raise InputError(f"{where}:{lineno}: not valid UTF-8 at byte {exc.start} (use --encoding-errors replace to continue)") from None
+    return text[1:] if lineno == 1 and text.startswith("\ufeff") else text
 
 
 def check_encoding_errors(encoding_errors: str) -> str:
@@ -97,10 +99,7 @@ def decode_lines(fh: BinaryIO, where: str, encoding_errors: str = "strict") -> I
     """Yield ``(line_number, text)`` from a binary stream, split on ``\n`` only (1-based)."""
     check_encoding_errors(encoding_errors)
     for lineno, raw in enumerate(fh, start=1):
-        text = _decode(raw, where, lineno, encoding_errors)
-        if lineno == 1 and text.startswith("\ufeff"):
-            text = text[1:]
-        yield lineno, text
+        yield lineno, decode_line(raw, where, lineno, encoding_errors)
 
 
 def iter_lines(path: str | os.PathLike, encoding_errors: str = "strict", display: str | None = None) -> Iterator[tuple[int, str]]:

@@ -255,8 +255,7 @@ class TextRows:
             if not self.plain:
                 out.append(raw.decode("utf-8"))
                 continue
-            text = corpus._decode(raw, self.display, int(row) + 1, self._errors)
-            out.append(text[1:] if row == 0 and text.startswith("\ufeff") else text)
+            out.append(corpus.decode_line(raw, self.display, int(row) + 1, self._errors))
         return out
 
     def close(self) -> None:
