@@ -72,7 +72,7 @@ def check_optional(n=None, level: Optional[float] = None) -> Tuple[Optional[int]
     """
     if n is None and level is None:
         return None, None
-    n, _ = check_options(DEFAULT_REPLICATES if n is None else n, level)
+    n, _ = check_options(n, level)  # n None: the default
     return n, level
 
 
