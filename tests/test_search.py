@@ -157,7 +157,8 @@ def test_encode_then_search_finds_each_sentence(tmp_path, tiny_model_dir):
     stats = encode_file(enc, src, out, model=str(tiny_model_dir))  # the sidecar beside it
     meta = check_search_args(out, k=2)
     args = query_encoder_args(out, meta)
-    assert args == {"spec": model_key(tiny_model_dir), "pooling": enc.pooling, "max_length": enc.max_length}
+    assert args == {"spec": model_key(tiny_model_dir), "pooling": enc.pooling, "max_length": enc.max_length,
+                    "backend": "torch", "quantize": "none"}
     check_compatible(meta, str(tiny_model_dir), enc.pooling, enc.dim)
     with TextRows.open(src, stats.rows) as texts:
         hits = search(out, enc.encode(["two birds sit on a tree", "the man plays a guitar"]), k=2, texts=texts)
@@ -233,7 +234,8 @@ def test_mismatches_are_refused(matrix, tmp_path, monkeypatch):
         check_compatible(meta, None, None, 32)
     with pytest.raises(ConfigError):
         query_encoder_args(path, meta, model="default")
-    assert query_encoder_args(path, meta, max_length=64) == {"spec": meta["model"], "pooling": "avg", "max_length": 64}
+    assert query_encoder_args(path, meta, max_length=64) == {"spec": meta["model"], "pooling": "avg", "max_length": 64,
+                                                             "backend": "torch", "quantize": "none"}
 
 
 # ---------------------------------------------------------------------------------------------------- texts

@@ -19,13 +19,13 @@ import typer
 
 from esimcse_cli import __version__
 from esimcse_cli import console as ui
-from esimcse_cli.cli import augment, compare, encode, evaluate, search, train
+from esimcse_cli.cli import augment, compare, encode, evaluate, export_onnx, search, train
 from esimcse_cli.cli.options import fill_bare_bootstrap
 from esimcse_cli.core.errors import EsimcseError, first_line
 
 app = typer.Typer(
     name="esimcse",
-    help="ESimCSE sentence embeddings: augment, train, encode, search, eval-sts, compare, length-analysis.",
+    help="ESimCSE sentence embeddings: augment, train, encode, search, eval-sts, compare, length-analysis, export-onnx.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -40,6 +40,7 @@ app.command("eval-sts")(evaluate.eval_sts)
 app.command("compare")(compare.compare_cmd)
 app.command("length-analysis")(evaluate.length_analysis_cmd)
 app.command("train")(train.train_cmd)
+app.command("export-onnx")(export_onnx.export_onnx_cmd)
 
 _state = {"debug": os.environ.get("ESIMCSE_DEBUG", "") not in ("", "0")}
 

@@ -1,11 +1,13 @@
-"""``esimcse encode``: texts -> check_encode_args -> load_encoder -> encode_file (a bar once rows flow) -> one line."""
+"""``esimcse encode``: texts -> core.embed.encode (checks, torchrun's ranks, load_encoder, encode_file; a bar once
+rows flow) -> one line, from rank 0."""
 
 from __future__ import annotations
 
 import typer
 
 from esimcse_cli import console as ui
-from esimcse_cli.cli.options import BatchSize, Device, EncodingErrors, MaxLength, Model, Pooling, TextColumn, TrustRemoteCode
+from esimcse_cli.cli.options import (Backend, BatchSize, Device, EncodingErrors, MaxLength, Model, Pooling, Quantize, TextColumn,
+                                     TrustRemoteCode)
 from esimcse_cli.core.models import DEFAULT_MODEL
 
 
@@ -22,17 +24,22 @@ def encode(
     text_column: TextColumn = None,
     encoding_errors: EncodingErrors = "strict",
     trust_remote_code: TrustRemoteCode = False,
+    backend: Backend = "torch",
+    quantize: Quantize = "none",
 ) -> None:
-    """Encode texts to a float32 .npy of shape (N, dim), rows in input order."""
-    from esimcse_cli.core.embed import check_encode_args, encode_file
-    from esimcse_cli.core.models import load_encoder
+    """Encode texts to a float32 .npy of shape (N, dim), rows in input order.
 
-    check_encode_args(input, output, dtype=dtype, batch_size=batch_size, encoding_errors=encoding_errors, text_column=text_column)
-    enc = load_encoder(model, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
+    Across processes: torchrun --nproc_per_node N -m esimcse_cli encode big.txt -o big.npy
+    """
+    from esimcse_cli.core.embed import encode as core_encode
+
     with ui.deferred_progress("encoding", unit="sent") as start:
-        stats = encode_file(
-            enc, input, output, model=model, text_column=text_column, batch_size=batch_size, normalize=normalize,
-            dtype=dtype, encoding_errors=encoding_errors, progress_start=start,
+        stats, enc, ranks = core_encode(
+            input, output, model=model, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code,
+            backend=backend, quantize=quantize, progress_start=start, on_export=ui.info, text_column=text_column,
+            batch_size=batch_size, normalize=normalize, dtype=dtype, encoding_errors=encoding_errors,
         )
-    if output != "-":
-        ui.info(f"wrote {stats.output}: {stats.rows} x {stats.dim} {dtype} ({enc.pooling} pooling, max length {enc.max_length})")
+    if output != "-" and ranks.is_main:
+        across = f", {ranks.world_size} processes" if ranks.enabled else ""
+        ui.info(f"wrote {stats.output}: {stats.rows} x {stats.dim} {dtype} ({enc.pooling} pooling, max length {enc.max_length}, "
+                f"{enc.backend}{across})")

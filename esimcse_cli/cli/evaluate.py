@@ -18,6 +18,7 @@ from esimcse_cli.cli.options import (
     BUCKETS_HELP,
     CI_HELP,
     MODEL_HELP,
+    Backend,
     BatchSize,
     BootstrapSeed,
     BucketByLength,
@@ -33,6 +34,7 @@ from esimcse_cli.cli.options import (
     PairsColumns,
     PairsFormat,
     Pooling,
+    Quantize,
     Split,
     Tasks,
     TrustRemoteCode,
@@ -68,6 +70,8 @@ def eval_sts(
     json_path: Json = None,
     csv_path: Optional[str] = typer.Option(None, "--csv", help="Write task / subset / bucket rows as CSV."),
     trust_remote_code: TrustRemoteCode = False,
+    backend: Backend = "torch",
+    quantize: Quantize = "none",
     update_card: bool = typer.Option(False, "--update-card", help="Add (or replace) the evaluation section of the --model folder's README.md model card."),
 ) -> None:
     """STS12-16, STS-B and SICK-R (SentEval protocol): cosine -> Spearman x100, every distinct sentence encoded once.
@@ -80,11 +84,11 @@ def eval_sts(
         data, data_dir, tasks, split, aggregate, pairs=pairs, pairs_columns=pairs_columns, pairs_format=pairs_format,
         model=model, pooling=pooling, max_length=max_length, batch_size=batch_size, device=device, bucket_by_length=bucket_by_length, buckets=buckets,
         length_unit=length_unit, bootstrap=bootstrap, ci=ci, seed=seed, json_path=json_path, csv_path=csv_path,
-        update_card=update_card, trust_remote_code=trust_remote_code,
+        update_card=update_card, trust_remote_code=trust_remote_code, backend=backend, quantize=quantize, on_export=ui.info,
         progress=lambda _model, total: ui.progress_bar(total, "encoding STS sentences", unit="sent"))
     counts = result["sentences"]
     ui.info(f"{counts['total']} sentences, {counts['distinct']} distinct, encoded in {result['seconds']['encode']:.1f}s "
-            f"({result['pooling']} pooling, max length {result['max_length']})")
+            f"({result['pooling']} pooling, max length {result['max_length']}, {result['backend']})")
     ui.print_table(_eval_table(result, f"STS Spearman x100 — {result['model']}"))
     for path in written:
         ui.info(f"wrote {path}")

@@ -19,6 +19,7 @@ import typer
 from esimcse_cli.core.corpus import ENCODING_ERRORS
 from esimcse_cli.core.defaults import DEFAULT_SEED
 from esimcse_cli.core.models import DEFAULT_MODEL
+from esimcse_cli.core.onnx_export import BACKENDS, INT8_FILE, QUANTIZE
 from esimcse_cli.core.pairs_file import PAIRS_FORMATS
 from esimcse_cli.core.pooling import POOLINGS
 from esimcse_cli.core.sts import SPLITS, TASKS
@@ -45,6 +46,11 @@ Pooling = Annotated[Optional[str], typer.Option("--pooling", help=POOLING_HELP)]
 MaxLength = Annotated[Optional[int], typer.Option("--max-length", help="Max tokens per sentence (default: the model's own limit).")]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Sentences per forward pass.")]
 Device = Annotated[Optional[str], typer.Option("--device", help=DEVICE_HELP)]
+Backend = Annotated[str, typer.Option(
+    "--backend", help=f"{choice_list(BACKENDS)}: what runs the forward; onnx: ONNX Runtime on the CPU (the [onnx] extra), "
+    "exporting the model once into its folder's onnx/ or the user cache.")]
+Quantize = Annotated[str, typer.Option(
+    "--quantize", help=f"{choice_list(QUANTIZE)}: with --backend onnx, int8 runs the dynamic int8 model (onnx/{INT8_FILE}).")]
 TrustRemoteCode = Annotated[Optional[bool], typer.Option("--trust-remote-code", help="Allow custom model code from the model folder/hub.")]
 
 # ---- text input: encode, augment, train

@@ -17,6 +17,7 @@ Backend: ``nccl`` when CUDA is used, ``gloo`` on CPU. Single-process runs skip a
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Iterable, List
 
@@ -113,3 +114,23 @@ def any_rank(flag: bool, info: DistInfo, device: torch.device | str = "cpu") -> 
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def broadcast_object(obj, info: DistInfo):
+    """Rank 0's ``obj`` on every rank (``obj`` itself with one process)."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def wait_all(info: DistInfo, poll_s: float = 0.05) -> None:
+    """A barrier that keeps Python responsive: a SIGINT or SIGTERM (torchrun stopping a failed run) is handled
+    while waiting, so that rank 0 still removes its temporary output, instead of after a blocking barrier."""
+    if not info.enabled:
+        return
+    work = dist.barrier(async_op=True)
+    while not work.is_completed():
+        time.sleep(poll_s)
+    work.wait()

@@ -6,6 +6,13 @@ file to stdout). Just before that rename, the sidecar ``OUT.npy.json`` (:mod:`~e
 records the model, pooling and shape, so that ``search`` encodes its queries the same way. An
 interrupted run leaves no partial output: neither the matrix nor its sidecar; a previous pair under the
 same name stays whole (its sidecar is set aside, not deleted, until the new matrix is in place).
+
+Under ``torchrun --nproc_per_node N -m esimcse_cli encode IN -o OUT.npy`` every rank reads the input and
+tokenises each chunk, and encodes every N-th of the chunk's length-sorted batches (:meth:`SentenceEncoder.encode`'s
+``shard``): the batches are those of one process, so the rows are too, byte for byte. Rank 0 creates the
+temporary ``.npy`` and tells the others its name; each rank writes its rows at their offsets through its own
+map of it; rank 0 renames it into place once every rank has flushed. A failed or interrupted rank leaves
+nothing: torchrun stops the others, and rank 0 removes the temporary file as it unwinds.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from esimcse_cli.core import corpus, search
+from esimcse_cli.core import corpus, distributed, search
 from esimcse_cli.core.atomic import atomic_path, check_output_path, reserve_space
 from esimcse_cli.core.encoder import SentenceEncoder
 from esimcse_cli.core.errors import InputError, naming_stdout
@@ -58,13 +65,17 @@ def check_encode_args(
     batch_size: int = 64,
     encoding_errors: str = "strict",
     text_column: str | None = None,
+    world_size: int = 1,
 ) -> None:
-    """Refuse bad arguments before any model is loaded or any work is done."""
+    """Refuse bad arguments before any model is loaded or any work is done (``world_size``: torchrun's ranks)."""
     if dtype not in DTYPES:
         raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
     if batch_size <= 0:
         raise InputError(f"--batch-size must be positive, got {batch_size}")
     corpus.check_encoding_errors(encoding_errors)
+    if world_size > 1 and (source is None or str(source) in ("-", "") or str(output) == "-"):
+        raise InputError("under torchrun, encode needs an input file and -o FILE.npy (every rank reads the file and "
+                         "writes into the one output; stdin and stdout are not shared)")
     if source is None or str(source) == "-":
         corpus.check_stdin()
     else:
@@ -100,14 +111,18 @@ def encode_file(
     encoding_errors: str = "strict",
     chunk_size: int = 16384,
     progress_start: Callable[[int], Callable[[int], None]] | None = None,
+    ranks: distributed.DistInfo | None = None,
 ) -> EncodeStats:
     """Encode every text of ``source`` (path, or ``-``/``None`` for stdin) into ``output`` (path, or ``-`` for stdout).
 
     ``model`` is the ``--model`` spec that loaded ``encoder``; the sidecar records it (``None``: no sidecar,
     the spec being unknown). ``progress_start(total)`` is called once with the row count and returns the
-    per-batch ``advance`` callback.
+    per-batch ``advance`` callback. ``ranks``: the torchrun process group this process is one rank of (see the
+    module's docstring); only rank 0 writes the sidecar, renames the file and shows progress.
     """
-    check_encode_args(source, output, dtype=dtype, batch_size=batch_size, encoding_errors=encoding_errors, text_column=text_column)
+    ranks = ranks or distributed.DistInfo()
+    check_encode_args(source, output, dtype=dtype, batch_size=batch_size, encoding_errors=encoding_errors, text_column=text_column,
+                      world_size=ranks.world_size)
     to_stdout = str(output) == "-"
     if not to_stdout:
         out_path = Path(output)
@@ -120,8 +135,13 @@ def encode_file(
         if n == 0:
             raise InputError(f"{display}: no texts (the input is empty); nothing to encode")
         stats.rows = n
-        advance = progress_start(n) if progress_start else None
+        advance = progress_start(n) if progress_start and ranks.is_main else None
+        if advance is not None and ranks.enabled:
+            advance = _ForAllRanks(advance, n, ranks.world_size)
         texts = _watch(corpus.iter_texts(path, text_column, encoding_errors, display=display), stats)
+        if not ranks.is_main:
+            _write_rows_of_rank(encoder, texts, n, batch_size, normalize, chunk_size, ranks, source=display)
+            return stats
         if to_stdout:
             fd, tmp = tempfile.mkstemp(prefix="esimcse-", suffix=".npy")
             os.close(fd)
@@ -137,9 +157,10 @@ def encode_file(
         else:
             meta = None if model is None else search.embedding_meta(
                 model, pooling=encoder.pooling, max_length=encoder.max_length, normalize=normalize, dim=encoder.dim,
-                rows=n, dtype=dtype, source=None if display == "<stdin>" else str(Path(display).resolve()))
+                rows=n, dtype=dtype, source=None if display == "<stdin>" else str(Path(display).resolve()),
+                backend="onnx" if encoder.backend.startswith("onnx") else "torch", quantize=getattr(encoder, "quantize", "none"))
             _write_npy_and_sidecar(encoder, texts, out_path, meta, n, batch_size, normalize, DTYPES[dtype], chunk_size,
-                                   advance, source=display)
+                                   advance, source=display, ranks=ranks)
     if stats.blank:
         log.warning("%s: %d blank line(s); each still gets a row (the vector of an empty text)", display, stats.blank)
     if stats.long_lines:
@@ -151,7 +172,7 @@ def encode_file(
 
 
 def _write_npy_and_sidecar(encoder, texts, out_path: Path, meta: dict | None, n: int, batch_size, normalize, dtype,
-                           chunk_size, advance, source: str) -> None:
+                           chunk_size, advance, source: str, ranks: distributed.DistInfo | None = None) -> None:
     """The matrix into a temporary file, its sidecar into place, then the matrix: both, or neither where it fails.
 
     The previous sidecar (of the matrix this one replaces) is moved aside first and put back where the new
@@ -162,7 +183,7 @@ def _write_npy_and_sidecar(encoder, texts, out_path: Path, meta: dict | None, n:
     try:
         with atomic_path(out_path, suffix=".npy") as tmp:
             _write_npy(encoder, texts, tmp, n, batch_size, normalize, dtype, chunk_size, advance,
-                       display=out_path, source=source)
+                       display=out_path, source=source, ranks=ranks)
             previous = _set_aside(side)  # without a new sidecar (no model spec), none stays: it would describe the old matrix
             if meta is not None:
                 sidecar = _sidecar_into_place(out_path, meta)
@@ -207,20 +228,60 @@ def _sidecar_into_place(out_path: Path, meta: dict) -> Path:
 
 
 def _write_npy(encoder, texts, path: Path, n: int, batch_size, normalize, dtype, chunk_size, advance,
-               display=None, source: str = "input") -> None:
+               display=None, source: str = "input", ranks: distributed.DistInfo | None = None) -> None:
     display = display if display is not None else path
+    ranks = ranks or distributed.DistInfo()
     try:
         arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n, encoder.dim))
     except OSError as exc:
         raise InputError(f"{display}: {exc.strerror or exc}") from None
     # the map is sparse: reserve its blocks now, or a full disk is SIGBUS halfway through instead of an error
     reserve_space(path, arr.offset + arr.nbytes, start=arr.offset, display=display)
+    distributed.broadcast_object(str(path), ranks)  # the other ranks map the same file
+    _encode_rows(encoder, texts, arr, n, batch_size, normalize, chunk_size, advance, ranks, source)
+    del arr
+    distributed.wait_all(ranks)  # every rank's rows are in the file before it is renamed into place
+    if isinstance(advance, _ForAllRanks):
+        advance.finish()
+
+
+def _write_rows_of_rank(encoder, texts, n: int, batch_size, normalize, chunk_size, ranks: distributed.DistInfo,
+                        source: str) -> None:
+    """A rank other than 0: its batches' rows into the temporary file rank 0 created and named."""
+    path = distributed.broadcast_object(None, ranks)
+    arr = np.load(path, mmap_mode="r+")
+    if arr.shape != (n, encoder.dim):
+        raise InputError(f"{source}: rank {ranks.rank} counted {n} rows of {encoder.dim} and rank 0 {arr.shape[0]} of "
+                         f"{arr.shape[1]}; every rank must read the same file with the same model")
+    _encode_rows(encoder, texts, arr, n, batch_size, normalize, chunk_size, None, ranks, source)
+    del arr
+    distributed.wait_all(ranks)
+
+
+def _encode_rows(encoder, texts, arr, n: int, batch_size, normalize, chunk_size, advance, ranks: distributed.DistInfo,
+                 source: str) -> None:
+    shard = (ranks.rank, ranks.world_size) if ranks.enabled else None
     written = encoder.encode_stream(_at_most(texts, n, source), arr, batch_size=batch_size, normalize=normalize,
-                                    chunk_size=chunk_size, progress=advance)
+                                    chunk_size=chunk_size, progress=advance, shard=shard)
     if written != n:
         raise InputError(f"{source}: changed while it was read (had {n} lines when counted, {written} when encoded); run again")
     arr.flush()
-    del arr
+
+
+class _ForAllRanks:
+    """Rank 0's bar for the whole run: its own rows times the ranks (they share the batches in turn), capped at
+    ``n``; :meth:`finish` fills it once every rank is done."""
+
+    def __init__(self, advance: Callable[[int], None], n: int, world: int):
+        self.advance, self.n, self.world, self.done = advance, n, world, 0
+
+    def __call__(self, k: int) -> None:
+        k = min(k * self.world, self.n - self.done)
+        self.done += k
+        self.advance(k)
+
+    def finish(self) -> None:
+        self(self.n)
 
 
 def _at_most(texts: Iterator[str], n: int, source: str) -> Iterator[str]:
@@ -229,3 +290,43 @@ def _at_most(texts: Iterator[str], n: int, source: str) -> Iterator[str]:
         if i >= n:
             raise InputError(f"{source}: changed while it was read (more than the {n} lines counted); run again")
         yield text
+
+
+def encode(
+    source: str | os.PathLike | None,
+    output: str | os.PathLike,
+    *,
+    model: str | os.PathLike | None = None,
+    pooling: str | None = None,
+    max_length: int | None = None,
+    device: str | None = "auto",
+    trust_remote_code: bool = False,
+    backend: str = "torch",
+    quantize: str | None = None,
+    progress_start: Callable[[int], Callable[[int], None]] | None = None,
+    on_export: Callable[[str], None] | None = None,
+    **options,
+) -> tuple[EncodeStats, SentenceEncoder, distributed.DistInfo]:
+    """``esimcse encode`` as one call: check the arguments, join torchrun's ranks where there are several, load the
+    encoder (rank 0 first, so that an ONNX export happens once), :func:`encode_file`. ``options`` are
+    :func:`encode_file`'s (``text_column``, ``batch_size``, ``normalize``, ``dtype``, ``encoding_errors``).
+    Returns the stats, the encoder and the ranks (the caller reports on rank 0 only)."""
+    from esimcse_cli.core import onnx_export
+    from esimcse_cli.core.models import load_encoder, resolve_device
+
+    check_encode_args(source, output, world_size=distributed.env_world_size(),
+                      **{k: options[k] for k in ("dtype", "batch_size", "encoding_errors", "text_column") if k in options})
+    onnx_export.check_backend_args(backend, quantize, pooling)
+    use_cuda = backend == "torch" and resolve_device(device).startswith("cuda")
+    ranks = distributed.init(use_cuda)
+    try:
+        if not ranks.is_main:
+            distributed.wait_all(ranks)  # rank 0 has loaded (and exported) first
+        enc = load_encoder(model, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code,
+                           backend=backend, quantize=quantize, on_export=on_export if ranks.is_main else log.debug)
+        if ranks.is_main:
+            distributed.wait_all(ranks)
+        stats = encode_file(enc, source, output, model=model, progress_start=progress_start, ranks=ranks, **options)
+    finally:
+        distributed.shutdown(ranks)
+    return stats, enc, ranks

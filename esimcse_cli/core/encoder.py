@@ -14,6 +14,7 @@ How it is fast without being clever:
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -43,6 +44,11 @@ class SentenceEncoder:
     @property
     def dim(self) -> int:
         return int(self.model.config.hidden_size)
+
+    @property
+    def backend(self) -> str:
+        """What runs the forward: ``torch`` here, ``onnx`` / ``onnx int8`` in :class:`~esimcse_cli.core.onnx_encoder.OnnxEncoder`."""
+        return "torch"
 
     # -- tokenisation ---------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
@@ -94,8 +100,14 @@ class SentenceEncoder:
         normalize: bool = True,
         progress: Progress | None = None,
         out: np.ndarray | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> np.ndarray:
-        """Encode ``texts`` into an (N, dim) float32 array (or into ``out``), rows in input order."""
+        """Encode ``texts`` into an (N, dim) float32 array (or into ``out``), rows in input order.
+
+        ``shard=(rank, world)`` encodes only every ``world``-th batch from the ``rank``-th (the others' rows are
+        left as they are): the batches are those of the whole call, so that the ranks of a torchrun together
+        compute exactly the rows one process would (:mod:`esimcse_cli.core.embed`).
+        """
         n = len(texts)
         if out is None:
             out = np.empty((n, self.dim), dtype=np.float32)
@@ -103,22 +115,30 @@ class SentenceEncoder:
             return out
         ids = self.tokenize(texts)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
+        with self.inference():
+            for j, idx in enumerate(length_batches(lengths, batch_size)):
+                if shard is not None and j % shard[1] != shard[0]:
+                    continue
+                input_ids, mask = self.pad([ids[i] for i in idx])
+                vec = self.embed(input_ids, mask).float()
+                if normalize:
+                    vec = torch.nn.functional.normalize(vec, p=2, dim=-1)
+                out[idx] = vec.cpu().numpy()
+                if progress is not None:
+                    progress(len(idx))
+        return out
+
+    @contextmanager
+    def inference(self) -> Iterator[None]:
+        """Eval mode and :func:`torch.inference_mode` for the block; the model's mode is given back after it."""
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.inference_mode():
-                for idx in length_batches(lengths, batch_size):
-                    input_ids, mask = self.pad([ids[i] for i in idx])
-                    vec = self.embed(input_ids, mask).float()
-                    if normalize:
-                        vec = torch.nn.functional.normalize(vec, p=2, dim=-1)
-                    out[idx] = vec.cpu().numpy()
-                    if progress is not None:
-                        progress(len(idx))
+                yield
         finally:
             if was_training:
                 self.model.train()
-        return out
 
     def encode_stream(
         self,
@@ -128,6 +148,7 @@ class SentenceEncoder:
         normalize: bool = True,
         chunk_size: int = 16384,
         progress: Progress | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> int:
         """Encode an iterable of texts into ``out`` chunk by chunk; memory is bounded by one chunk.
 
@@ -137,7 +158,7 @@ class SentenceEncoder:
         for chunk in _chunks(texts, chunk_size):
             if row + len(chunk) > len(out):
                 raise ValueError("more texts than rows in the output array")
-            self.encode(chunk, batch_size=batch_size, normalize=normalize, progress=progress, out=_RowView(out, row))
+            self.encode(chunk, batch_size=batch_size, normalize=normalize, progress=progress, out=_RowView(out, row), shard=shard)
             row += len(chunk)
         return row
 

@@ -43,6 +43,9 @@ def eval_sts(
     csv_path: Optional[str] = None,
     update_card: bool = False,
     trust_remote_code: bool = False,
+    backend: str = "torch",
+    quantize: Optional[str] = None,
+    on_export=None,
     progress: Optional[ProgressFactory] = None,
 ) -> Tuple[dict, List[str]]:
     """Score ``model`` on the tasks and write what was asked for: ``(result, the paths written, in order)``.
@@ -50,15 +53,19 @@ def eval_sts(
     ``data`` / ``data_dir``: ``DATA_DIR`` and ``--data-dir`` (neither: the data folder is looked for).
     ``progress(model, total)`` gives the encoding's bar; ``total`` is the number of distinct sentences.
     The result is :func:`~esimcse_cli.core.evaluate.evaluate_loaded`'s, which names the model, its pooling
-    and max length, and counts the sentences.
+    and max length, and counts the sentences; ``backend`` says what ran the forward (``torch``, ``onnx``,
+    ``onnx int8``: ``--backend onnx --quantize int8`` measures what quantization costs).
     """
+    from esimcse_cli.core import onnx_export
     from esimcse_cli.core.models import DEFAULT_MODEL, load_encoder
 
     bootstrap, spec = evaluate.check_sts_args(split, aggregate, length_unit, batch_size, bootstrap=bootstrap, ci=ci,
                                               bucket_by_length=bucket_by_length, buckets=buckets, outputs=(json_path, csv_path))
+    onnx_export.check_backend_args(backend, quantize, pooling)
     card_dir = card.card_folder(model) if update_card else None  # the default or a hub model: refused before any work
     task_pairs = evaluate.load_given_tasks(data, data_dir, tasks, split, pairs, pairs_columns, pairs_format)
-    enc = load_encoder(model, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
+    enc = load_encoder(model, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code,
+                       backend=backend, quantize=quantize, on_export=on_export)
     n_distinct = len(evaluate.unique_sentences(task_pairs))
     bar = progress(model or DEFAULT_MODEL, n_distinct) if progress is not None else contextlib.nullcontext(None)
     with bar as advance:

@@ -486,6 +486,7 @@ def result_dict(encoder, tasks_out: Dict[str, dict], info: dict, split: str, agg
         "schema": SCHEMA_VERSION,
         "model": getattr(encoder, "name", "") or "",
         "pooling": getattr(encoder, "pooling", None),
+        "backend": getattr(encoder, "backend", "torch"),
         "max_length": getattr(encoder, "max_length", None),
         "split": split,
         "aggregate": aggregate,

@@ -339,13 +339,40 @@ def load_encoder(
     max_length: int | None = None,
     device: str | None = "auto",
     trust_remote_code: bool = False,
+    backend: str = "torch",
+    quantize: str | None = None,
+    on_export=None,
 ):
-    """Load ``spec`` as a ready :class:`~esimcse_cli.core.encoder.SentenceEncoder` (eval mode)."""
+    """Load ``spec`` as a ready :class:`~esimcse_cli.core.encoder.SentenceEncoder` (eval mode).
+
+    ``backend="onnx"`` gives an :class:`~esimcse_cli.core.onnx_encoder.OnnxEncoder` (``quantize="int8"``: the
+    dynamic int8 model) on the CPU, exporting the ONNX files first where they are missing
+    (:mod:`~esimcse_cli.core.onnx_export`); ``on_export(line)`` is told of each file written.
+    """
     from esimcse_cli.core.encoder import SentenceEncoder
 
+    if backend != "torch":
+        from esimcse_cli.core import onnx_export
+
+        quantize = onnx_export.check_backend_args(backend, quantize, pooling)
+        if device not in (None, "", "auto", "cpu"):
+            raise ModelLoadError(f"--backend onnx runs on the CPU; --device {device} needs --backend torch")
+        return _load_onnx_encoder(spec, pooling, max_length, trust_remote_code, quantize, on_export)
     dev = resolve_device(device)
     backbone = load_backbone(spec, device=dev, trust_remote_code=trust_remote_code, pooling=pooling, max_length=max_length)
     return SentenceEncoder(backbone.tokenizer, backbone.model, backbone.pooling, backbone.max_length, device=dev, name=backbone.name)
+
+
+def _load_onnx_encoder(spec, pooling, max_length, trust_remote_code, quantize, on_export):
+    from esimcse_cli.core import onnx_export
+    from esimcse_cli.core.onnx_encoder import OnnxEncoder
+
+    backbone = load_backbone(spec, device="cpu", trust_remote_code=trust_remote_code, pooling=pooling, max_length=max_length)
+    onnx_export.check_backend_args("onnx", quantize, backbone.pooling)
+    path, made = onnx_export.onnx_file(backbone, quantize)
+    for line in made:
+        (on_export or log.info)(line)
+    return OnnxEncoder(backbone.tokenizer, path, backbone.pooling, backbone.max_length, name=backbone.name, quantize=quantize)
 
 
 # ---------------------------------------------------------------------------------- what training needs to know

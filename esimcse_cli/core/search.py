@@ -78,14 +78,14 @@ def model_key(spec: str | os.PathLike | None) -> str:
 
 
 def embedding_meta(model: str | os.PathLike | None, *, pooling: str, max_length: int, normalize: bool, dim: int,
-                   rows: int, dtype: str, source: str | None = None) -> dict:
-    """The sidecar's content for a matrix ``encode`` wrote with ``--model model``."""
+                   rows: int, dtype: str, source: str | None = None, backend: str = "torch", quantize: str = "none") -> dict:
+    """The sidecar's content for a matrix ``encode`` wrote with ``--model model`` (and ``--backend``, ``--quantize``)."""
     from esimcse_cli import __version__
 
     return {
         "format": SIDECAR_FORMAT, "model": model_key(model), "pooling": pooling, "max_length": int(max_length),
         "normalize": bool(normalize), "dim": int(dim), "rows": int(rows), "dtype": str(dtype), "source": source,
-        "esimcse_version": __version__,
+        "backend": backend, "quantize": quantize, "esimcse_version": __version__,
     }
 
 
@@ -138,8 +138,12 @@ def query_encoder_args(npy_path: str | os.PathLike, meta: dict | None, model: st
         if model is None:
             raise ConfigError(f"{npy_path}: no {sidecar_path(npy_path).name} says which model encoded it; give --model")
         return {"spec": model, "pooling": pooling, "max_length": max_length}
-    return {"spec": meta["model"] if model is None else model, "pooling": pooling or meta["pooling"],
-            "max_length": max_length or meta["max_length"]}
+    same_model = model is None
+    return {"spec": meta["model"] if same_model else model, "pooling": pooling or meta["pooling"],
+            "max_length": max_length or meta["max_length"],
+            # the queries through the same forward as the rows (an int8 matrix: int8 queries); absent before 0.1
+            "backend": meta.get("backend", "torch") if same_model else "torch",
+            "quantize": meta.get("quantize", "none") if same_model else "none"}
 
 
 # ------------------------------------------------------------------------------------------------- the matrix
