@@ -17,7 +17,8 @@ def export_onnx_cmd(
     quantize: Quantize = "none",
     trust_remote_code: TrustRemoteCode = False,
 ) -> None:
-    """Write MODEL as ONNX in sentence-transformers' layout: onnx/model.onnx (and onnx/model_quint8_avx2.onnx with --quantize int8).
+    """Write MODEL as ONNX in sentence-transformers' layout: onnx/model.onnx; --quantize int8 adds onnx/model_qint8_avx2.onnx
+    (what esimcse --quantize int8 runs) and onnx/model_quint8_avx2.onnx (sentence-transformers' avx2 int8).
 
     The folder then loads with SentenceTransformer(DIR, backend="onnx"), and esimcse encode --backend onnx uses it as it is.
     """

@@ -134,3 +134,12 @@ def wait_all(info: DistInfo, poll_s: float = 0.05) -> None:
     while not work.is_completed():
         time.sleep(poll_s)
     work.wait()
+
+
+def lost_peer(exc: BaseException, info: DistInfo) -> bool:
+    """``exc`` is a collective that failed because another rank went away (which reports its own error)."""
+    if not info.enabled or not isinstance(exc, RuntimeError):
+        return False
+    kinds = tuple(getattr(dist, n) for n in ("DistError", "DistBackendError", "DistNetworkError") if hasattr(dist, n))
+    text = str(exc)
+    return (bool(kinds) and isinstance(exc, kinds)) or any(w in text for w in ("gloo", "NCCL", "Connection closed by peer", "Connection reset by peer"))

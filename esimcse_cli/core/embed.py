@@ -31,7 +31,7 @@ import numpy as np
 from esimcse_cli.core import corpus, distributed, search
 from esimcse_cli.core.atomic import atomic_path, check_output_path, reserve_space
 from esimcse_cli.core.encoder import SentenceEncoder
-from esimcse_cli.core.errors import InputError, naming_stdout
+from esimcse_cli.core.errors import EsimcseError, InputError, first_line, naming_stdout
 
 log = logging.getLogger("esimcse")
 
@@ -327,6 +327,11 @@ def encode(
         if ranks.is_main:
             distributed.wait_all(ranks)
         stats = encode_file(enc, source, output, model=model, progress_start=progress_start, ranks=ranks, **options)
+    except RuntimeError as exc:
+        if distributed.lost_peer(exc, ranks):  # not this rank's fault: the one that failed says why
+            raise EsimcseError(f"rank {ranks.rank}: another rank stopped, so this one stops too "
+                               f"({first_line(exc, type(exc).__name__)}); nothing was written") from None
+        raise
     finally:
         distributed.shutdown(ranks)
     return stats, enc, ranks

@@ -3,17 +3,23 @@
     a loaded Backbone -> onnx_files(backbone, quantize) -> the folder's onnx/ (writable, local) or the cache
       -> export_model (fp32, once) -> quantize_int8 (once) -> the path the session loads
 
-The layout is sentence-transformers' (its ONNX backend, v3.2+): ``onnx/model.onnx``, and the dynamic int8
-model as its ``export_dynamic_quantized_onnx_model(model, "avx2", ...)`` names it, ``onnx/model_quint8_avx2.onnx``,
-with the input names ``input_ids``, ``attention_mask`` (and ``token_type_ids`` where the model has them) and the
+The layout is sentence-transformers' (its ONNX backend, v3.2+): ``onnx/model.onnx``, and dynamic int8 models
+named as its ``export_dynamic_quantized_onnx_model`` names them, ``onnx/model_<weight type>_<target>.onnx``, with
+the input names ``input_ids``, ``attention_mask`` (and ``token_type_ids`` where the model has them) and the
 output ``last_hidden_state`` (plus ``pooler_output`` where the model has a pooler, for ``--pooling cls``).
 So ``SentenceTransformer(DIR, backend="onnx")`` loads what :func:`export_model` writes, and the reverse.
 
-The int8 model follows sentence-transformers' ``avx2`` configuration (optimum's
-``AutoQuantizationConfig.avx2(is_static=False)``): dynamic, uint8 weights, symmetric, per channel, full
-range. One difference: only the MatMuls with a constant weight are quantized; the attention's two products
-of activations and the embedding lookups stay fp32, which costs little time and keeps the rows closer to
-fp32 (docs/RESULTS.md).
+Two int8 models, both dynamic (activations quantized per batch, as uint8) and per channel:
+
+* ``onnx/model_qint8_avx2.onnx``: what ``--quantize int8`` runs. int8 weights in the reduced 7-bit range, and only
+  the MatMuls with a constant weight (the attention's two products of activations and the embedding lookups stay
+  fp32). On AVX2 without VNNI, ONNX Runtime's uint8 x int8 kernel is the fast one (about 1.6x its uint8 x uint8
+  kernel here), and the reduced range keeps its 16-bit pair sums from saturating, as ONNX Runtime's
+  quantization guide advises for such CPUs. Accuracy and speed: docs/RESULTS.md.
+* ``onnx/model_quint8_avx2.onnx``: sentence-transformers' own ``avx2`` configuration (optimum's
+  ``AutoQuantizationConfig.avx2(is_static=False)``: uint8 weights, symmetric, full range, every operator ONNX
+  Runtime can quantize dynamically), under the name sentence-transformers gives it; ``export-onnx --quantize int8``
+  writes it for users of ``SentenceTransformer(DIR, backend="onnx", model_kwargs={"file_name": ...})``.
 
 Where the files are: a local model folder that can be written gets them in its own ``onnx/`` (beside its
 ``config.json``); otherwise (the bundled model in site-packages, a hub model, a read-only folder) they go to
@@ -40,7 +46,8 @@ log = logging.getLogger("esimcse")
 
 ONNX_DIR = "onnx"
 FP32_FILE = "model.onnx"
-INT8_FILE = "model_quint8_avx2.onnx"  # sentence-transformers' name for its avx2 dynamic int8 export
+INT8_FILE = "model_qint8_avx2.onnx"  # what --quantize int8 runs (sentence-transformers' naming: weight type, target)
+ST_INT8_FILE = "model_quint8_avx2.onnx"  # sentence-transformers' avx2 dynamic int8 export, its scheme and name
 RECORD_FILE = "esimcse-onnx.json"
 QUANTIZE = ("none", "int8")
 BACKENDS = ("torch", "onnx")
@@ -94,10 +101,14 @@ class OnnxFiles:
 
 
 def model_key(model) -> str:
-    """sha256 (16 hex digits) of the config and every weight, in name order: the cache's key."""
+    """sha256 (16 hex digits) of the config and every weight, in name order: the cache's key.
+
+    The config's private entries (``_name_or_path``: where it was loaded from; the attention implementation) are
+    left out, so that a copied or moved folder keeps its key and its export."""
     import torch
 
-    h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode("utf-8"))
+    config = {k: v for k, v in model.config.to_dict().items() if not k.startswith("_")}
+    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode("utf-8"))
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode("utf-8"))
         h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
@@ -125,9 +136,9 @@ def locate(backbone) -> OnnxFiles:
 
         record = read_model_record(backbone.path)
         weights = Path(record.transformer_dir or backbone.path)
-        folder = weights / ONNX_DIR
-        if (folder / FP32_FILE).is_file() or _writable(weights if not folder.exists() else folder):
-            return OnnxFiles(folder, "model folder", key)
+        here = OnnxFiles(weights / ONNX_DIR, "model folder", key)
+        if _writable(weights if not here.folder.exists() else here.folder) or (here.fp32.is_file() and _recorded(here) in (None, key)):
+            return here  # a read-only folder whose own export is current is used as it is; a stale one, not at all
     return OnnxFiles(cache_root() / key / ONNX_DIR, "cache", key)
 
 
@@ -156,18 +167,25 @@ def _current(files: OnnxFiles) -> bool:
     """The fp32 file is there and was exported from these weights (or by another tool, which records nothing)."""
     if not files.fp32.is_file():
         return False
+    key = _recorded(files)
+    if key is None or key == files.key:
+        return True
+    log.warning("%s was exported from other weights; exporting again", files.fp32)
+    for name in (INT8_FILE, ST_INT8_FILE):
+        (files.folder / name).unlink(missing_ok=True)
+    return False
+
+
+def _recorded(files: OnnxFiles) -> str | None:
+    """The key this tool's record holds beside the files (``None``: no record, files of another tool; ``""``: unreadable)."""
     record = files.folder / RECORD_FILE
     if not record.is_file():
-        return True
+        return None
     try:
         key = json.loads(record.read_text(encoding="utf-8")).get("key")
     except (ValueError, OSError, AttributeError):
-        key = None
-    if key == files.key:
-        return True
-    log.warning("%s was exported from other weights; exporting again", files.fp32)
-    files.int8.unlink(missing_ok=True)
-    return False
+        return ""
+    return str(key) if key else ""
 
 
 def _write_record(files: OnnxFiles) -> None:
@@ -213,8 +231,10 @@ def export_model(model, target: Path) -> Path:
             out = self.inner(**dict(zip(inputs, args)), return_dict=True)
             return tuple(getattr(out, name) for name in outputs)
 
-    example = torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 7592, 102, 0, 0, 0]], dtype=torch.long)
-    mask = (example != 0).long()
+    vocab = int(getattr(model.config, "vocab_size", 0) or 2)
+    example = torch.arange(1, 13, dtype=torch.long).reshape(2, 6) % max(vocab - 1, 1) + 1  # ids the vocabulary has
+    mask = torch.ones_like(example)
+    mask[1, 3:] = 0  # a padded row, so the traced graph takes the mask
     args = tuple({"input_ids": example, "attention_mask": mask, "token_type_ids": torch.zeros_like(example)}[n] for n in inputs)
     axes = {name: {0: "batch", 1: "sequence"} for name in inputs + ["last_hidden_state"]}
     if "pooler_output" in outputs:
@@ -256,8 +276,9 @@ def _set_attention(model, name: str | None) -> None:
         pass
 
 
-def quantize_int8(source: Path, target: Path) -> Path:
-    """Dynamic int8 as sentence-transformers' ``avx2`` configuration (see the module's docstring), renamed into place."""
+def quantize_int8(source: Path, target: Path, scheme: str = INT8_FILE) -> Path:
+    """Dynamic int8 of ``source`` into ``target``, renamed into place; ``scheme`` is the file name whose scheme
+    to follow (:data:`INT8_FILE`, esimcse's, or :data:`ST_INT8_FILE`, sentence-transformers'; see the module's docstring)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from esimcse_cli.core.atomic import atomic_path
@@ -268,9 +289,12 @@ def quantize_int8(source: Path, target: Path) -> Path:
     with atomic_path(target, suffix=".onnx") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QUInt8, per_channel=True, reduce_range=False,
-                             op_types_to_quantize=["MatMul"],
-                             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "MatMulConstBOnly": True})
+            if scheme == ST_INT8_FILE:  # optimum's avx2(is_static=False), as sentence-transformers calls it
+                quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QUInt8, per_channel=True, reduce_range=False,
+                                 extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+            else:
+                quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
+                                 op_types_to_quantize=["MatMul"], extra_options={"MatMulConstBOnly": True})
         except (InputError, OSError):
             raise
         except Exception as exc:
@@ -282,7 +306,9 @@ def quantize_int8(source: Path, target: Path) -> Path:
 
 def export_onnx(model: str | os.PathLike | None, output: str | os.PathLike | None = None, quantize: str | None = None,
                 trust_remote_code: bool = False) -> tuple[Path, list[Path]]:
-    """``esimcse export-onnx MODEL [-o DIR] [--quantize int8]``: ``(the onnx/ folder, the files written)``.
+    """``esimcse export-onnx MODEL [-o DIR] [--quantize int8]``: ``(the onnx/ folder, its model files)``.
+
+    ``--quantize int8`` writes both int8 models: esimcse's and sentence-transformers' (the module's docstring).
 
     Without ``-o``, the files go into ``MODEL``'s own folder (a local folder that can be written). With ``-o DIR``
     (a new or empty folder), ``DIR`` becomes a whole model folder, loadable by ``esimcse --model DIR``, by
@@ -310,8 +336,9 @@ def export_onnx(model: str | os.PathLike | None, output: str | os.PathLike | Non
         if files.where != "model folder":
             raise InputError(f"{where}: cannot write into the model folder; give -o DIR for a new model folder with onnx/ in it")
         onnx_file(backbone, quantize)
-        written = [files.fp32] + ([files.int8] if quantize == "int8" else [])
-        return files.folder, written
+        if quantize == "int8" and not (files.folder / ST_INT8_FILE).is_file():
+            quantize_int8(files.fp32, files.folder / ST_INT8_FILE, ST_INT8_FILE)
+        return files.folder, _written(files.folder, quantize)
     return _export_new_folder(backbone, target, quantize)
 
 
@@ -327,5 +354,9 @@ def _export_new_folder(backbone, target: Path, quantize: str) -> tuple[Path, lis
         _write_record(files)
         if quantize == "int8":
             quantize_int8(files.fp32, files.int8)
-    folder = target / ONNX_DIR
-    return folder, [folder / FP32_FILE] + ([folder / INT8_FILE] if quantize == "int8" else [])
+            quantize_int8(files.fp32, files.folder / ST_INT8_FILE, ST_INT8_FILE)
+    return target / ONNX_DIR, _written(target / ONNX_DIR, quantize)
+
+
+def _written(folder: Path, quantize: str) -> list[Path]:
+    return [folder / name for name in (FP32_FILE, *((INT8_FILE, ST_INT8_FILE) if quantize == "int8" else ()))]
