@@ -201,15 +201,16 @@ def test_writable_folder_gets_onnx_dir_and_record(model_copy, cache):
     assert {p.name for p in onnx_dir.iterdir()} == {"model.onnx", "model_qint8_avx2.onnx", "esimcse-onnx.json"}
     record = json.loads((onnx_dir / "esimcse-onnx.json").read_text())
     assert record["key"] == onnx_export.model_key(load_backbone(str(model_copy)).model)
-    assert len(made) == 2 and "exported" in made[0] and str(onnx_dir / "model.onnx") in made[0] and "model folder" in made[0]
-    assert "int8" in made[1] and str(onnx_dir / "model_qint8_avx2.onnx") in made[1]
+    # one line says what was written and where
+    assert len(made) == 1 and "exported to ONNX and quantized to int8" in made[0] and "(model folder)" in made[0]
+    assert str(onnx_dir / "model_qint8_avx2.onnx") in made[0]
     assert not cache.exists() or not any(cache.rglob("*.onnx"))  # nothing went to the cache
 
 
 def test_second_load_does_not_export_again(model_copy):
     made = []
     load_encoder(str(model_copy), backend="onnx", quantize="int8", on_export=made.append)
-    assert len(made) == 2
+    assert len(made) == 1
     before = tree(model_copy / "onnx")
     again = []
     for quantize in ("none", "int8"):
@@ -298,7 +299,7 @@ def test_unwritable_folder_goes_to_cache(model_copy, cache, monkeypatch):
     assert enc.path == folder / "model_qint8_avx2.onnx" and (folder / "model.onnx").is_file()
     assert json.loads((folder / "esimcse-onnx.json").read_text())["key"] == key
     assert not (model_copy / "onnx").exists()
-    assert len(made) == 2 and all("(cache)" in line for line in made)
+    assert len(made) == 1 and made[0].endswith("(cache)")
     made.clear()
     load_encoder(str(model_copy), backend="onnx", quantize="int8", on_export=made.append)
     assert made == []
@@ -619,3 +620,36 @@ def test_real_model_onnx_accuracy_and_cache(cache):
     assert c8.mean() >= 0.99, (c8.mean(), c8.min())
     # the embedding tables stay float32 (only the MatMuls are quantized): 59 of 91 MB measured
     assert int8.path.stat().st_size < 0.75 * fp32.path.stat().st_size
+
+
+def test_unwritable_folder_with_fp32_only_quantizes_into_the_cache(model_copy, cache, monkeypatch):
+    """A read-only folder holding model.onnx but no int8 file: int8 is written to the cache, the folder untouched."""
+    load_encoder(str(model_copy), backend="onnx")  # model.onnx + record in the folder, while it is writable
+    before = tree(model_copy)
+    monkeypatch.setattr(onnx_export, "_writable", lambda folder: False)
+    made = []
+    enc = load_encoder(str(model_copy), backend="onnx", quantize="int8", on_export=made.append)
+    assert tree(model_copy) == before
+    assert cache in enc.path.parents and enc.path.name == "model_qint8_avx2.onnx" and made[0].endswith("(cache)")
+    fp32 = load_encoder(str(model_copy), backend="onnx")  # its own current fp32 file is still used where it is
+    assert fp32.path == model_copy / "onnx" / "model.onnx"
+
+
+def test_deleted_fp32_file_takes_the_old_int8_file_with_it(model_copy, cache):
+    """'delete it to export it again': the int8 files of the old export are not kept beside a new fp32 file."""
+    load_encoder(str(model_copy), backend="onnx", quantize="int8")
+    onnx_dir = model_copy / "onnx"
+    old_int8 = (onnx_dir / "model_qint8_avx2.onnx").stat()
+    (onnx_dir / "model.onnx").unlink()
+    made = []
+    load_encoder(str(model_copy), backend="onnx", quantize="int8", on_export=made.append)
+    assert "exported to ONNX and quantized to int8" in made[0]  # int8 made again, from the new fp32 file
+    new_int8 = (onnx_dir / "model_qint8_avx2.onnx").stat()
+    assert (new_int8.st_ino, new_int8.st_mtime_ns) != (old_int8.st_ino, old_int8.st_mtime_ns)
+
+
+def test_export_onnx_says_up_to_date_when_nothing_was_written(model_copy, cache):
+    r = run_main("export-onnx", str(model_copy))
+    assert r.code == 0 and any("wrote" in l and "model.onnx" in l for l in r.lines)
+    r = run_main("export-onnx", str(model_copy))
+    assert r.code == 0 and not any("wrote" in l for l in r.lines) and any("up to date" in l for l in r.lines)

@@ -27,3 +27,5 @@ def export_onnx_cmd(
     folder, written = export_onnx(model, output, quantize, trust_remote_code=trust_remote_code)
     for path in written:
         ui.info(f"wrote {path}")
+    if not written:
+        ui.info(f"{folder}: up to date (exported from these weights already)")

@@ -142,4 +142,4 @@ def lost_peer(exc: BaseException, info: DistInfo) -> bool:
         return False
     kinds = tuple(getattr(dist, n) for n in ("DistError", "DistBackendError", "DistNetworkError") if hasattr(dist, n))
     text = str(exc)
-    return (bool(kinds) and isinstance(exc, kinds)) or any(w in text for w in ("gloo", "NCCL", "Connection closed by peer", "Connection reset by peer"))
+    return (bool(kinds) and isinstance(exc, kinds)) or any(w in text for w in ("Connection closed by peer", "Connection reset by peer"))

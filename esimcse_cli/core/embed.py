@@ -140,7 +140,8 @@ def encode_file(
             advance = _ForAllRanks(advance, n, ranks.world_size)
         texts = _watch(corpus.iter_texts(path, text_column, encoding_errors, display=display), stats)
         if not ranks.is_main:
-            _write_rows_of_rank(encoder, texts, n, batch_size, normalize, chunk_size, ranks, source=display)
+            _write_rows_of_rank(encoder, texts, n, batch_size, normalize, chunk_size, ranks, source=display,
+                                output_dir=Path(output).parent)
             return stats
         if to_stdout:
             fd, tmp = tempfile.mkstemp(prefix="esimcse-", suffix=".npy")
@@ -237,7 +238,7 @@ def _write_npy(encoder, texts, path: Path, n: int, batch_size, normalize, dtype,
         raise InputError(f"{display}: {exc.strerror or exc}") from None
     # the map is sparse: reserve its blocks now, or a full disk is SIGBUS halfway through instead of an error
     reserve_space(path, arr.offset + arr.nbytes, start=arr.offset, display=display)
-    distributed.broadcast_object(str(path), ranks)  # the other ranks map the same file
+    distributed.broadcast_object(path.name, ranks)  # the other ranks map the same file, beside their own -o
     _encode_rows(encoder, texts, arr, n, batch_size, normalize, chunk_size, advance, ranks, source)
     del arr
     distributed.wait_all(ranks)  # every rank's rows are in the file before it is renamed into place
@@ -246,10 +247,14 @@ def _write_npy(encoder, texts, path: Path, n: int, batch_size, normalize, dtype,
 
 
 def _write_rows_of_rank(encoder, texts, n: int, batch_size, normalize, chunk_size, ranks: distributed.DistInfo,
-                        source: str) -> None:
+                        source: str, output_dir: Path) -> None:
     """A rank other than 0: its batches' rows into the temporary file rank 0 created and named."""
-    path = distributed.broadcast_object(None, ranks)
-    arr = np.load(path, mmap_mode="r+")
+    path = Path(output_dir) / distributed.broadcast_object(None, ranks)
+    try:
+        arr = np.load(path, mmap_mode="r+")
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: rank {ranks.rank} cannot open rank 0's output ({first_line(exc, type(exc).__name__)}); "
+                         "every rank must see the same output folder") from None
     if arr.shape != (n, encoder.dim):
         raise InputError(f"{source}: rank {ranks.rank} counted {n} rows of {encoder.dim} and rank 0 {arr.shape[0]} of "
                          f"{arr.shape[1]}; every rank must read the same file with the same model")
@@ -319,13 +324,15 @@ def encode(
     onnx_export.check_backend_args(backend, quantize, pooling)
     use_cuda = backend == "torch" and resolve_device(device).startswith("cuda")
     ranks = distributed.init(use_cuda)
+    first = ranks.local_rank == 0  # one rank a machine loads (and exports, into its cache) before the others
     try:
-        if not ranks.is_main:
-            distributed.wait_all(ranks)  # rank 0 has loaded (and exported) first
+        if not first:
+            distributed.wait_all(ranks)
         enc = load_encoder(model, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code,
                            backend=backend, quantize=quantize, on_export=on_export if ranks.is_main else log.debug)
-        if ranks.is_main:
+        if first:
             distributed.wait_all(ranks)
+        distributed.wait_all(ranks)  # all loaded: from here on rank 0's temporary file is written at once
         stats = encode_file(enc, source, output, model=model, progress_start=progress_start, ranks=ranks, **options)
     except RuntimeError as exc:
         if distributed.lost_peer(exc, ranks):  # not this rank's fault: the one that failed says why

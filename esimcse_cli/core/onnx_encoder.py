@@ -20,6 +20,7 @@ import torch
 
 from esimcse_cli.core.encoder import SentenceEncoder
 from esimcse_cli.core.errors import ModelLoadError, first_line
+from esimcse_cli.core.onnx_export import INPUTS as FEEDS  # what embed() can feed
 from esimcse_cli.core.pooling import pool
 
 
@@ -38,16 +39,12 @@ class OnnxEncoder(SentenceEncoder):
                                  f"outputs {', '.join(self.output_names)}; expected input_ids in, last_hidden_state out)")
         if pooling == "cls" and "pooler_output" not in self.output_names:
             raise ModelLoadError(f"{path}: pooling 'cls' needs the output pooler_output, which this ONNX model lacks; use cls_before_pooler")
+        unknown = [i.name for i in self.session.get_inputs() if i.name not in FEEDS]
+        if unknown:
+            raise ModelLoadError(f"{path}: takes inputs esimcse does not feed ({', '.join(unknown)}; it feeds {', '.join(FEEDS)})")
         shape = self.session.get_outputs()[self.output_names.index("last_hidden_state")].shape
         self._dim = shape[-1] if isinstance(shape[-1], int) else None
-        self.tokenizer = tokenizer
-        self.model = None
-        self.pooling = pooling
-        self.max_length = int(max_length)
-        self.device = torch.device("cpu")
-        self.name = name
-        pad = tokenizer.pad_token_id
-        self.pad_id = int(pad) if pad is not None else 0
+        super().__init__(tokenizer, None, pooling, max_length, device="cpu", name=name)
         self._wanted = ["last_hidden_state"] + (["pooler_output"] if pooling == "cls" else [])
 
     @property

@@ -73,9 +73,9 @@ def check_backend_args(backend: str, quantize: str | None, pooling: str | None =
     return quantize
 
 
-def require_runtime() -> None:
-    """One line naming the extra where onnxruntime (or onnx, which export and quantization need) is missing."""
-    for module in ("onnxruntime", "onnx"):
+def require_runtime(modules: tuple[str, ...] = ("onnxruntime",)) -> None:
+    """One line naming the extra where onnxruntime (running) or onnx (exporting, quantizing) is missing."""
+    for module in modules:
         try:
             __import__(module)
         except ImportError:
@@ -128,8 +128,11 @@ def cache_root() -> Path:
     return base / "esimcse" / ONNX_DIR
 
 
-def locate(backbone) -> OnnxFiles:
-    """Where ``backbone``'s ONNX files are, or are to be written (see the module's docstring)."""
+def locate(backbone, quantize: str = "none") -> OnnxFiles:
+    """Where ``backbone``'s ONNX files are, or are to be written (see the module's docstring).
+
+    A folder that cannot be written is used only where the file ``quantize`` needs is there, from these weights
+    (or from another tool); anything still to be written goes to the cache."""
     key = model_key(backbone.model)
     if backbone.kind == "folder":
         from esimcse_cli.core.models import read_model_record
@@ -137,8 +140,10 @@ def locate(backbone) -> OnnxFiles:
         record = read_model_record(backbone.path)
         weights = Path(record.transformer_dir or backbone.path)
         here = OnnxFiles(weights / ONNX_DIR, "model folder", key)
-        if _writable(weights if not here.folder.exists() else here.folder) or (here.fp32.is_file() and _recorded(here) in (None, key)):
-            return here  # a read-only folder whose own export is current is used as it is; a stale one, not at all
+        if _writable(weights if not here.folder.exists() else here.folder):
+            return here
+        if here.fp32.is_file() and here.path(quantize).is_file() and _recorded(here) in (None, key):
+            return here
     return OnnxFiles(cache_root() / key / ONNX_DIR, "cache", key)
 
 
@@ -151,15 +156,20 @@ def onnx_file(backbone, quantize: str = "none") -> tuple[Path, list[str]]:
 
     Returns ``(path, what was written)``: a line each for the files this call wrote, for the caller to show.
     """
-    files = locate(backbone)
-    made: list[str] = []
+    files = locate(backbone, quantize)
+    done: list[str] = []
     if not _current(files):
+        require_runtime(("onnxruntime", "onnx"))
+        for name in (INT8_FILE, ST_INT8_FILE):  # made from other weights, or from a deleted fp32 file
+            (files.folder / name).unlink(missing_ok=True)
         export_model(backbone.model, files.fp32)
         _write_record(files)
-        made.append(f"exported {backbone.name} to ONNX: {files.fp32} ({files.where})")
+        done.append("exported to ONNX")
     if quantize == "int8" and not files.int8.is_file():
+        require_runtime(("onnxruntime", "onnx"))
         quantize_int8(files.fp32, files.int8)
-        made.append(f"quantized to int8: {files.int8} ({files.where})")
+        done.append("quantized to int8")
+    made = [f"{backbone.name}: {' and '.join(done)}: {files.path(quantize)} ({files.where})"] if done else []
     return files.path(quantize), made
 
 
@@ -171,8 +181,6 @@ def _current(files: OnnxFiles) -> bool:
     if key is None or key == files.key:
         return True
     log.warning("%s was exported from other weights; exporting again", files.fp32)
-    for name in (INT8_FILE, ST_INT8_FILE):
-        (files.folder / name).unlink(missing_ok=True)
     return False
 
 
@@ -248,7 +256,7 @@ def export_model(model, target: Path) -> Path:
             warnings.simplefilter("ignore")
             try:
                 torch.onnx.export(Graph(model.to("cpu")), args, str(tmp), input_names=inputs, output_names=outputs,
-                                  dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True, dynamo=False)
+                                  dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True, **_legacy_exporter())
             except (InputError, OSError):
                 raise
             except Exception as exc:
@@ -257,6 +265,16 @@ def export_model(model, target: Path) -> Path:
         _set_attention(model, attention)
         model.train(was_training)
     return target
+
+
+def _legacy_exporter() -> dict:
+    """``dynamo=False`` where ``torch.onnx.export`` has the choice (torch >= 2.5; from 2.9 its default is dynamo,
+    which needs onnxscript): the TorchScript exporter, the one every supported torch has."""
+    import inspect
+
+    import torch
+
+    return {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
 
 
 def _attention(model) -> str | None:
@@ -285,9 +303,9 @@ def quantize_int8(source: Path, target: Path, scheme: str = INT8_FILE) -> Path:
 
     root = logging.getLogger()  # the quantizer logs every node it skips on the root logger
     level = root.level
-    root.setLevel(max(level, logging.ERROR))
     with atomic_path(target, suffix=".onnx") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        root.setLevel(max(level, logging.ERROR))
         try:
             if scheme == ST_INT8_FILE:  # optimum's avx2(is_static=False), as sentence-transformers calls it
                 quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QUInt8, per_channel=True, reduce_range=False,
@@ -306,7 +324,8 @@ def quantize_int8(source: Path, target: Path, scheme: str = INT8_FILE) -> Path:
 
 def export_onnx(model: str | os.PathLike | None, output: str | os.PathLike | None = None, quantize: str | None = None,
                 trust_remote_code: bool = False) -> tuple[Path, list[Path]]:
-    """``esimcse export-onnx MODEL [-o DIR] [--quantize int8]``: ``(the onnx/ folder, its model files)``.
+    """``esimcse export-onnx MODEL [-o DIR] [--quantize int8]``: ``(the onnx/ folder, the model files written)``
+    (none where MODEL's own folder already holds current ones).
 
     ``--quantize int8`` writes both int8 models: esimcse's and sentence-transformers' (the module's docstring).
 
@@ -318,6 +337,7 @@ def export_onnx(model: str | os.PathLike | None, output: str | os.PathLike | Non
     from esimcse_cli.core.models import load_backbone, resolve_model_path
 
     quantize = check_backend_args("onnx", quantize)
+    require_runtime(("onnxruntime", "onnx"))
     where, kind = resolve_model_path(model)
     target = Path(output) if output is not None else None
     if target is not None and target.exists() and kind == "folder" and target.resolve() == Path(where).resolve():
@@ -335,10 +355,11 @@ def export_onnx(model: str | os.PathLike | None, output: str | os.PathLike | Non
         files = locate(backbone)
         if files.where != "model folder":
             raise InputError(f"{where}: cannot write into the model folder; give -o DIR for a new model folder with onnx/ in it")
+        before = {p: _stamp(p) for p in _written(files.folder, quantize)}
         onnx_file(backbone, quantize)
         if quantize == "int8" and not (files.folder / ST_INT8_FILE).is_file():
             quantize_int8(files.fp32, files.folder / ST_INT8_FILE, ST_INT8_FILE)
-        return files.folder, _written(files.folder, quantize)
+        return files.folder, [p for p, stamp in before.items() if _stamp(p) != stamp]
     return _export_new_folder(backbone, target, quantize)
 
 
@@ -356,6 +377,14 @@ def _export_new_folder(backbone, target: Path, quantize: str) -> tuple[Path, lis
             quantize_int8(files.fp32, files.int8)
             quantize_int8(files.fp32, files.folder / ST_INT8_FILE, ST_INT8_FILE)
     return target / ONNX_DIR, _written(target / ONNX_DIR, quantize)
+
+
+def _stamp(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _written(folder: Path, quantize: str) -> list[Path]:
