@@ -13,9 +13,9 @@ Two int8 models, both dynamic (activations quantized per batch, as uint8) and pe
 
 * ``onnx/model_qint8_avx2.onnx``: what ``--quantize int8`` runs. int8 weights in the reduced 7-bit range, and only
   the MatMuls with a constant weight (the attention's two products of activations and the embedding lookups stay
-  fp32). On AVX2 without VNNI, ONNX Runtime's uint8 x int8 kernel is the fast one (about 1.6x its uint8 x uint8
-  kernel here), and the reduced range keeps its 16-bit pair sums from saturating, as ONNX Runtime's
-  quantization guide advises for such CPUs. Accuracy and speed: docs/RESULTS.md.
+  fp32). On AVX2 without VNNI, ONNX Runtime's uint8 x int8 kernel is the fast one, and the reduced range keeps
+  its 16-bit pair sums from saturating, as ONNX Runtime's quantization guide advises for such CPUs. Accuracy and
+  speed (against sentence-transformers' own int8 file): docs/RESULTS.md.
 * ``onnx/model_quint8_avx2.onnx``: sentence-transformers' own ``avx2`` configuration (optimum's
   ``AutoQuantizationConfig.avx2(is_static=False)``: uint8 weights, symmetric, full range, every operator ONNX
   Runtime can quantize dynamically), under the name sentence-transformers gives it; ``export-onnx --quantize int8``
