@@ -28,6 +28,8 @@ def search_cmd(
     batch_size: BatchSize = 64,
     device: Device = "auto",
     chunk_rows: Optional[int] = typer.Option(None, "--chunk-rows", help="Matrix rows scored at a time (default: from a 256 MB budget)."),
+    rescore: int = typer.Option(0, "--rescore", metavar="M", help="Binary matrices: re-rank the M x k best by Hamming "
+                                "distance with the float query (0: Hamming only)."),
     encoding_errors: EncodingErrors = "strict",
     trust_remote_code: TrustRemoteCode = False,
 ) -> None:
@@ -39,7 +41,7 @@ def search_cmd(
 
     found = search_queries(npy, query, k=top_k, texts=texts, text_column=text_column, model=model, pooling=pooling,
                            max_length=max_length, device=device, trust_remote_code=bool(trust_remote_code),
-                           batch_size=batch_size, chunk_rows=chunk_rows, encoding_errors=encoding_errors)
+                           batch_size=batch_size, chunk_rows=chunk_rows, encoding_errors=encoding_errors, rescore=rescore)
     if json_lines:
         _print_lines(json.dumps({"query": found.queries[h.query], "query_index": h.query, "rank": h.rank,
                                  "score": round(h.score, 6), "row": h.row, "text": h.text}, ensure_ascii=False)

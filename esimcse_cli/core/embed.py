@@ -28,21 +28,38 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from esimcse_cli.core import corpus, distributed, search
+from esimcse_cli.core import corpus, distributed, precision as compact, search
 from esimcse_cli.core.atomic import atomic_path, check_output_path, reserve_space
 from esimcse_cli.core.encoder import SentenceEncoder
 from esimcse_cli.core.errors import EsimcseError, InputError, first_line, naming_stdout
 
 log = logging.getLogger("esimcse")
 
-DTYPES = {"float32": np.float32, "float16": np.float16}
+DTYPES = {"float32": np.float32, "float16": np.float16}  # --dtype, the older name of --precision float32 | float16
 LONG_LINE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What is stored: the precision, and the dimensions kept (``--truncate-dim``, else the model's)."""
+
+    precision: str
+    dim: int
+
+    @property
+    def two_pass(self) -> bool:
+        return self.precision in compact.CALIBRATED + compact.BINARY
+
+    @property
+    def truncate(self) -> int:
+        return self.dim
 
 
 @dataclass
 class EncodeStats:
     rows: int = 0
     dim: int = 0
+    precision: str = "float32"
     blank: int = 0
     long_lines: list[int] = field(default_factory=list)
     output: str = ""
@@ -61,15 +78,17 @@ def check_encode_args(
     source: str | os.PathLike | None,
     output: str | os.PathLike,
     *,
-    dtype: str = "float32",
+    dtype: str | None = "float32",
     batch_size: int = 64,
     encoding_errors: str = "strict",
     text_column: str | None = None,
     world_size: int = 1,
-) -> None:
-    """Refuse bad arguments before any model is loaded or any work is done (``world_size``: torchrun's ranks)."""
-    if dtype not in DTYPES:
-        raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+    precision: str | None = None,
+    truncate_dim: int | None = None,
+) -> str:
+    """Refuse bad arguments before any model is loaded or any work is done (``world_size``: torchrun's ranks).
+    Returns the precision to store (``--precision``, or ``--dtype``)."""
+    stored = compact.check_precision(precision, dtype, truncate_dim)
     if batch_size <= 0:
         raise InputError(f"--batch-size must be positive, got {batch_size}")
     corpus.check_encoding_errors(encoding_errors)
@@ -89,6 +108,7 @@ def check_encode_args(
         check_output_path(output)
         if source is not None and str(source) != "-" and Path(output).exists() and os.path.samefile(source, output):
             raise InputError(f"{output}: is also the input file; writing there would destroy it (choose another -o)")
+    return stored
 
 
 def _isatty(stream) -> bool:
@@ -107,11 +127,13 @@ def encode_file(
     text_column: str | None = None,
     batch_size: int = 64,
     normalize: bool = True,
-    dtype: str = "float32",
+    dtype: str | None = "float32",
     encoding_errors: str = "strict",
     chunk_size: int = 16384,
     progress_start: Callable[[int], Callable[[int], None]] | None = None,
     ranks: distributed.DistInfo | None = None,
+    precision: str | None = None,
+    truncate_dim: int | None = None,
 ) -> EncodeStats:
     """Encode every text of ``source`` (path, or ``-``/``None`` for stdin) into ``output`` (path, or ``-`` for stdout).
 
@@ -121,15 +143,16 @@ def encode_file(
     module's docstring); only rank 0 writes the sidecar, renames the file and shows progress.
     """
     ranks = ranks or distributed.DistInfo()
-    check_encode_args(source, output, dtype=dtype, batch_size=batch_size, encoding_errors=encoding_errors, text_column=text_column,
-                      world_size=ranks.world_size)
+    stored = check_encode_args(source, output, dtype=dtype, batch_size=batch_size, encoding_errors=encoding_errors,
+                               text_column=text_column, world_size=ranks.world_size, precision=precision, truncate_dim=truncate_dim)
+    layout = Layout(stored, compact.check_truncate_dim(truncate_dim, encoder.dim))
     to_stdout = str(output) == "-"
     if not to_stdout:
         out_path = Path(output)
         if out_path.suffix != ".npy":
             log.warning("%s does not end in .npy; writing NumPy .npy format anyway", out_path)
     display = "<stdin>" if source is None or str(source) == "-" else str(source)
-    stats = EncodeStats(dim=encoder.dim, output=str(output))
+    stats = EncodeStats(dim=layout.dim, output=str(output), precision=stored)
     with corpus.materialize(source) as path:
         n = corpus.count_texts(path, text_column, encoding_errors, display=display)
         if n == 0:
@@ -141,13 +164,13 @@ def encode_file(
         texts = _watch(corpus.iter_texts(path, text_column, encoding_errors, display=display), stats)
         if not ranks.is_main:
             _write_rows_of_rank(encoder, texts, n, batch_size, normalize, chunk_size, ranks, source=display,
-                                output_dir=Path(output).parent)
+                                output_dir=Path(output).parent, layout=layout)
             return stats
         if to_stdout:
             fd, tmp = tempfile.mkstemp(prefix="esimcse-", suffix=".npy")
             os.close(fd)
             try:
-                _write_npy(encoder, texts, Path(tmp), n, batch_size, normalize, DTYPES[dtype], chunk_size, advance,
+                _write_npy(encoder, texts, Path(tmp), n, batch_size, normalize, layout, chunk_size, advance,
                            display=f"{tmp} (temporary file for -o -, in $TMPDIR)", source=display)
                 with open(tmp, "rb") as f, naming_stdout():
                     shutil.copyfileobj(f, sys.stdout.buffer, length=1 << 20)
@@ -157,10 +180,11 @@ def encode_file(
             log.debug("-o -: no %s sidecar (stdout has no file beside it)", search.SIDECAR_SUFFIX)
         else:
             meta = None if model is None else search.embedding_meta(
-                model, pooling=encoder.pooling, max_length=encoder.max_length, normalize=normalize, dim=encoder.dim,
-                rows=n, dtype=dtype, source=None if display == "<stdin>" else str(Path(display).resolve()),
+                model, pooling=encoder.pooling, max_length=encoder.max_length, normalize=normalize, dim=layout.dim,
+                rows=n, dtype=stored, source=None if display == "<stdin>" else str(Path(display).resolve()),
+                model_dim=encoder.dim, truncate_dim=truncate_dim,
                 backend="onnx" if encoder.backend.startswith("onnx") else "torch", quantize=getattr(encoder, "quantize", "none"))
-            _write_npy_and_sidecar(encoder, texts, out_path, meta, n, batch_size, normalize, DTYPES[dtype], chunk_size,
+            _write_npy_and_sidecar(encoder, texts, out_path, meta, n, batch_size, normalize, layout, chunk_size,
                                    advance, source=display, ranks=ranks)
     if stats.blank:
         log.warning("%s: %d blank line(s); each still gets a row (the vector of an empty text)", display, stats.blank)
@@ -183,8 +207,10 @@ def _write_npy_and_sidecar(encoder, texts, out_path: Path, meta: dict | None, n:
     previous = sidecar = None
     try:
         with atomic_path(out_path, suffix=".npy") as tmp:
-            _write_npy(encoder, texts, tmp, n, batch_size, normalize, dtype, chunk_size, advance,
-                       display=out_path, source=source, ranks=ranks)
+            ranges = _write_npy(encoder, texts, tmp, n, batch_size, normalize, dtype, chunk_size, advance,
+                                display=out_path, source=source, ranks=ranks)
+            if meta is not None and ranges is not None:
+                meta = dict(meta, ranges=ranges.tolist())  # int8/uint8: the calibration, for search's queries
             previous = _set_aside(side)  # without a new sidecar (no model spec), none stays: it would describe the old matrix
             if meta is not None:
                 sidecar = _sidecar_into_place(out_path, meta)
@@ -228,26 +254,61 @@ def _sidecar_into_place(out_path: Path, meta: dict) -> Path:
         raise
 
 
-def _write_npy(encoder, texts, path: Path, n: int, batch_size, normalize, dtype, chunk_size, advance,
-               display=None, source: str = "input", ranks: distributed.DistInfo | None = None) -> None:
+def _write_npy(encoder, texts, path: Path, n: int, batch_size, normalize, layout: Layout, chunk_size, advance,
+               display=None, source: str = "input", ranks: distributed.DistInfo | None = None):
+    """The rows into ``path`` at ``layout``'s precision; returns the int8/uint8 calibration (``None`` otherwise).
+
+    The float rows go straight into ``path``, or for a compact precision into a float32 file beside it, which is
+    then calibrated and quantized into ``path`` chunk by chunk and removed (memory stays bounded either way)."""
     display = display if display is not None else path
     ranks = ranks or distributed.DistInfo()
+    rows_path = path if not layout.two_pass else _temporary_beside(path, display)
     try:
-        arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n, encoder.dim))
+        arr = _open_rows(rows_path, (n, layout.dim), np.float16 if layout.precision == "float16" else np.float32, display)
+        distributed.broadcast_object(rows_path.name, ranks)  # the other ranks map the same file, beside their own -o
+        _encode_rows(encoder, texts, arr, n, batch_size, normalize, chunk_size, advance, ranks, source, layout.truncate)
+        del arr
+        distributed.wait_all(ranks)  # every rank's rows are in the file before it is renamed into place
+        if isinstance(advance, _ForAllRanks):
+            advance.finish()
+        return _quantize_file(rows_path, path, layout, display) if layout.two_pass else None
+    finally:
+        if rows_path != path:
+            rows_path.unlink(missing_ok=True)
+
+
+def _open_rows(path: Path, shape: tuple[int, int], dtype, display) -> np.ndarray:
+    try:
+        arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
     except OSError as exc:
         raise InputError(f"{display}: {exc.strerror or exc}") from None
     # the map is sparse: reserve its blocks now, or a full disk is SIGBUS halfway through instead of an error
     reserve_space(path, arr.offset + arr.nbytes, start=arr.offset, display=display)
-    distributed.broadcast_object(path.name, ranks)  # the other ranks map the same file, beside their own -o
-    _encode_rows(encoder, texts, arr, n, batch_size, normalize, chunk_size, advance, ranks, source)
-    del arr
-    distributed.wait_all(ranks)  # every rank's rows are in the file before it is renamed into place
-    if isinstance(advance, _ForAllRanks):
-        advance.finish()
+    return arr
+
+
+def _temporary_beside(path: Path, display) -> Path:
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".f32.npy", dir=path.parent)
+    except OSError as exc:
+        raise InputError(f"{display}: cannot write in {path.parent} ({exc.strerror or exc})") from None
+    os.close(fd)
+    return Path(tmp)
+
+
+def _quantize_file(rows_path: Path, path: Path, layout: Layout, display, chunk: int = 65536):
+    rows = np.load(rows_path, mmap_mode="r")
+    ranges = compact.calibrate(rows) if layout.precision in compact.CALIBRATED else None
+    out = _open_rows(path, compact.stored_shape(len(rows), layout.dim, layout.precision), compact.STORED[layout.precision], display)
+    for start in range(0, len(rows), chunk):
+        out[start:start + chunk] = compact.quantize(rows[start:start + chunk], layout.precision, ranges)
+    out.flush()
+    del out, rows
+    return ranges
 
 
 def _write_rows_of_rank(encoder, texts, n: int, batch_size, normalize, chunk_size, ranks: distributed.DistInfo,
-                        source: str, output_dir: Path) -> None:
+                        source: str, output_dir: Path, layout: Layout) -> None:
     """A rank other than 0: its batches' rows into the temporary file rank 0 created and named."""
     path = Path(output_dir) / distributed.broadcast_object(None, ranks)
     try:
@@ -255,19 +316,19 @@ def _write_rows_of_rank(encoder, texts, n: int, batch_size, normalize, chunk_siz
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: rank {ranks.rank} cannot open rank 0's output ({first_line(exc, type(exc).__name__)}); "
                          "every rank must see the same output folder") from None
-    if arr.shape != (n, encoder.dim):
-        raise InputError(f"{source}: rank {ranks.rank} counted {n} rows of {encoder.dim} and rank 0 {arr.shape[0]} of "
+    if arr.shape != (n, layout.dim):
+        raise InputError(f"{source}: rank {ranks.rank} counted {n} rows of {layout.dim} and rank 0 {arr.shape[0]} of "
                          f"{arr.shape[1]}; every rank must read the same file with the same model")
-    _encode_rows(encoder, texts, arr, n, batch_size, normalize, chunk_size, None, ranks, source)
+    _encode_rows(encoder, texts, arr, n, batch_size, normalize, chunk_size, None, ranks, source, layout.truncate)
     del arr
     distributed.wait_all(ranks)
 
 
 def _encode_rows(encoder, texts, arr, n: int, batch_size, normalize, chunk_size, advance, ranks: distributed.DistInfo,
-                 source: str) -> None:
+                 source: str, truncate_dim: int | None = None) -> None:
     shard = (ranks.rank, ranks.world_size) if ranks.enabled else None
     written = encoder.encode_stream(_at_most(texts, n, source), arr, batch_size=batch_size, normalize=normalize,
-                                    chunk_size=chunk_size, progress=advance, shard=shard)
+                                    chunk_size=chunk_size, progress=advance, shard=shard, truncate_dim=truncate_dim)
     if written != n:
         raise InputError(f"{source}: changed while it was read (had {n} lines when counted, {written} when encoded); run again")
     arr.flush()
@@ -320,7 +381,8 @@ def encode(
     from esimcse_cli.core.models import load_encoder, resolve_device
 
     check_encode_args(source, output, world_size=distributed.env_world_size(),
-                      **{k: options[k] for k in ("dtype", "batch_size", "encoding_errors", "text_column") if k in options})
+                      **{k: options[k] for k in ("dtype", "batch_size", "encoding_errors", "text_column", "precision",
+                                                 "truncate_dim") if k in options})
     onnx_export.check_backend_args(backend, quantize, pooling)
     use_cuda = backend == "torch" and resolve_device(device).startswith("cuda")
     ranks = distributed.init(use_cuda)

@@ -101,16 +101,18 @@ class SentenceEncoder:
         progress: Progress | None = None,
         out: np.ndarray | None = None,
         shard: tuple[int, int] | None = None,
+        truncate_dim: int | None = None,
     ) -> np.ndarray:
         """Encode ``texts`` into an (N, dim) float32 array (or into ``out``), rows in input order.
 
         ``shard=(rank, world)`` encodes only every ``world``-th batch from the ``rank``-th (the others' rows are
         left as they are): the batches are those of the whole call, so that the ranks of a torchrun together
-        compute exactly the rows one process would (:mod:`esimcse_cli.core.embed`).
+        compute exactly the rows one process would (:mod:`esimcse_cli.core.embed`). ``truncate_dim``: keep the first
+        dimensions, before the normalisation (``--truncate-dim``).
         """
         n = len(texts)
         if out is None:
-            out = np.empty((n, self.dim), dtype=np.float32)
+            out = np.empty((n, truncate_dim or self.dim), dtype=np.float32)
         if n == 0:
             return out
         ids = self.tokenize(texts)
@@ -121,6 +123,8 @@ class SentenceEncoder:
                     continue
                 input_ids, mask = self.pad([ids[i] for i in idx])
                 vec = self.embed(input_ids, mask).float()
+                if truncate_dim is not None:
+                    vec = vec[:, :truncate_dim]
                 if normalize:
                     vec = torch.nn.functional.normalize(vec, p=2, dim=-1)
                 out[idx] = vec.cpu().numpy()
@@ -149,6 +153,7 @@ class SentenceEncoder:
         chunk_size: int = 16384,
         progress: Progress | None = None,
         shard: tuple[int, int] | None = None,
+        truncate_dim: int | None = None,
     ) -> int:
         """Encode an iterable of texts into ``out`` chunk by chunk; memory is bounded by one chunk.
 
@@ -158,7 +163,8 @@ class SentenceEncoder:
         for chunk in _chunks(texts, chunk_size):
             if row + len(chunk) > len(out):
                 raise ValueError("more texts than rows in the output array")
-            self.encode(chunk, batch_size=batch_size, normalize=normalize, progress=progress, out=_RowView(out, row), shard=shard)
+            self.encode(chunk, batch_size=batch_size, normalize=normalize, progress=progress, out=_RowView(out, row), shard=shard,
+                        truncate_dim=truncate_dim)
             row += len(chunk)
         return row
 

@@ -78,15 +78,28 @@ def model_key(spec: str | os.PathLike | None) -> str:
 
 
 def embedding_meta(model: str | os.PathLike | None, *, pooling: str, max_length: int, normalize: bool, dim: int,
-                   rows: int, dtype: str, source: str | None = None, backend: str = "torch", quantize: str = "none") -> dict:
-    """The sidecar's content for a matrix ``encode`` wrote with ``--model model`` (and ``--backend``, ``--quantize``)."""
+                   rows: int, dtype: str, source: str | None = None, backend: str = "torch", quantize: str = "none",
+                   model_dim: int | None = None, truncate_dim: int | None = None) -> dict:
+    """The sidecar's content for a matrix ``encode`` wrote with ``--model model`` (and ``--backend``, ``--quantize``).
+
+    ``dtype`` is the ``--precision`` stored (float32, float16, int8, uint8, binary, ubinary); ``dim`` the dimensions
+    kept (``--truncate-dim``, else the model's ``model_dim``); a binary matrix holds ``ceil(dim / 8)`` bytes a row.
+    ``encode`` adds ``ranges`` (the int8/uint8 calibration) once the rows are in."""
     from esimcse_cli import __version__
 
     return {
         "format": SIDECAR_FORMAT, "model": model_key(model), "pooling": pooling, "max_length": int(max_length),
         "normalize": bool(normalize), "dim": int(dim), "rows": int(rows), "dtype": str(dtype), "source": source,
-        "backend": backend, "quantize": quantize, "esimcse_version": __version__,
+        "backend": backend, "quantize": quantize, "model_dim": int(model_dim if model_dim is not None else dim),
+        "truncate_dim": truncate_dim, "esimcse_version": __version__,
     }
+
+
+def stored_precision(meta: dict | None, matrix: np.ndarray) -> str:
+    """The precision of a matrix: its sidecar's ``dtype``, else (no sidecar) its own float dtype."""
+    if meta is not None:
+        return str(meta.get("dtype", "float32"))
+    return "float16" if matrix.dtype == np.float16 else "float32"
 
 
 def write_sidecar(npy_path: str | os.PathLike, meta: dict) -> Path:
@@ -126,7 +139,7 @@ def check_compatible(meta: dict | None, model_name: str | os.PathLike | None, po
                           "vectors of different models do not compare (omit --model, or encode again)")
     if pooling is not None and pooling != meta["pooling"]:
         raise ConfigError(f"--pooling {pooling}: the matrix was encoded with {meta['pooling']} pooling ({where})")
-    if dim is not None and int(dim) != int(meta["dim"]):
+    if dim is not None and int(dim) != int(meta.get("model_dim") or meta["dim"]):
         raise InputError(f"the query model gives {dim}-dim vectors; the matrix holds {meta['dim']}-dim ones ({where})")
 
 
@@ -147,8 +160,9 @@ def query_encoder_args(npy_path: str | os.PathLike, meta: dict | None, model: st
 
 
 # ------------------------------------------------------------------------------------------------- the matrix
-def open_matrix(npy_path: str | os.PathLike) -> np.ndarray:
-    """Memory-map a 2-D float ``.npy`` (only its header is read here)."""
+def open_matrix(npy_path: str | os.PathLike, integers: bool = False) -> np.ndarray:
+    """Memory-map a 2-D float ``.npy`` (only its header is read here); ``integers``: int8/uint8 too (a sidecar says
+    how to read them)."""
     path = corpus.check_input(npy_path)
     try:
         matrix = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -157,8 +171,9 @@ def open_matrix(npy_path: str | os.PathLike) -> np.ndarray:
     if not isinstance(matrix, np.ndarray) or matrix.ndim != 2:
         shape = getattr(matrix, "shape", "?")
         raise InputError(f"{path}: expected a 2-D matrix (rows x dim), got shape {shape}")
-    if matrix.dtype.kind != "f":
-        raise InputError(f"{path}: dtype {matrix.dtype} is not searchable (search reads float16 and float32 matrices)")
+    if matrix.dtype.kind != "f" and not (integers and matrix.dtype in (np.int8, np.uint8)):
+        raise InputError(f"{path}: dtype {matrix.dtype} is not searchable (search reads float16 and float32 matrices, and "
+                         "the int8/uint8/binary ones encode --precision wrote with their sidecar)")
     if matrix.shape[0] == 0 or matrix.shape[1] == 0:
         raise InputError(f"{path}: the matrix is empty (shape {matrix.shape})")
     return matrix
@@ -170,14 +185,18 @@ def chunk_rows_for(dim: int, queries: int, budget: int = CHUNK_BYTES) -> int:
 
 
 def top_k(matrix: np.ndarray, queries: np.ndarray, k: int, *, chunk_rows: int | None = None, device: str = "cpu",
-          normalize_rows: bool = True, display: str = "matrix") -> tuple[np.ndarray, np.ndarray]:
+          normalize_rows: bool = True, display: str = "matrix", decode=None,
+          normalize_queries: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """``(scores, rows)``, each ``(Q, min(k, N))``: every query's best rows by cosine, best first, ties by lower row.
 
-    ``normalize_rows=False`` trusts the rows to be unit vectors already (scores are then dot products).
+    ``normalize_rows=False`` trusts the rows to be unit vectors already (scores are then dot products). ``decode``
+    turns a chunk of stored rows into float32 ones (a compact precision, :func:`row_decoder`).
     """
-    n, dim = matrix.shape
+    n = matrix.shape[0]
+    dim = queries.shape[-1] if decode is not None else matrix.shape[1]
     q = torch.as_tensor(np.asarray(queries, dtype=np.float32), device=device).reshape(-1, dim)
-    q = q / torch.linalg.vector_norm(q, dim=1, keepdim=True).clamp_min(1e-12)
+    if normalize_queries:
+        q = q / torch.linalg.vector_norm(q, dim=1, keepdim=True).clamp_min(1e-12)
     k = min(int(k), n)
     scores_out, rows_out = [], []
     for start_q in range(0, q.shape[0], QUERY_BLOCK):
@@ -186,7 +205,8 @@ def top_k(matrix: np.ndarray, queries: np.ndarray, k: int, *, chunk_rows: int | 
         best_s = torch.empty((block.shape[0], 0), device=device)
         best_r = torch.empty((block.shape[0], 0), dtype=torch.long, device=device)
         for start in range(0, n, step):
-            x = _rows_tensor(matrix[start:start + step]).to(device).float()
+            part = matrix[start:start + step]
+            x = _rows_tensor(decode(part) if decode is not None else part).to(device).float()
             s = block @ x.T
             if normalize_rows:
                 s /= torch.linalg.vector_norm(x, dim=1).clamp_min(1e-12)
@@ -323,7 +343,7 @@ def _mismatch(display: str, count: int, rows: int, plain: bool) -> str:
 
 # ---------------------------------------------------------------------------------------------- the command
 def check_search_args(npy_path: str | os.PathLike, *, k: int = 10, chunk_rows: int | None = None,
-                      encoding_errors: str = "strict", batch_size: int = 64) -> dict | None:
+                      encoding_errors: str = "strict", batch_size: int = 64, rescore: int = 0) -> dict | None:
     """Refuse bad options and a bad matrix before any model is loaded; return the sidecar (``None`` where there
     is none). ``--texts`` is checked where it is indexed, by :meth:`TextRows.open`."""
     if k <= 0:
@@ -333,31 +353,90 @@ def check_search_args(npy_path: str | os.PathLike, *, k: int = 10, chunk_rows: i
     if batch_size <= 0:
         raise ConfigError(f"--batch-size must be positive, got {batch_size}")
     corpus.check_encoding_errors(encoding_errors)
-    matrix = open_matrix(npy_path)
+    from esimcse_cli.core import precision as compact
+
     meta = read_sidecar(npy_path)
+    matrix = open_matrix(npy_path, integers=meta is not None)
     if meta is not None:
-        if (int(meta["rows"]), int(meta["dim"])) != matrix.shape:
+        precision = stored_precision(meta, matrix)
+        if precision not in compact.PRECISIONS or matrix.dtype != np.dtype(compact.STORED[precision]):
+            raise InputError(f"{meta['_path']}: records {precision}, but {npy_path} holds {matrix.dtype}; the sidecar is "
+                             "stale (encode again)")
+        if compact.stored_shape(int(meta["rows"]), int(meta["dim"]), precision) != matrix.shape:
             raise InputError(f"{meta['_path']}: records {meta['rows']} x {meta['dim']}, but {npy_path} is "
                              f"{matrix.shape[0]} x {matrix.shape[1]}; the sidecar is stale (encode again)")
+    if rescore < 0:
+        raise ConfigError(f"--rescore must be 0 (off) or a positive multiplier, got {rescore}")
     return meta
 
 
+def row_decoder(precision: str, meta: dict | None):
+    """``decode(stored rows) -> float32 rows`` for a compact precision (``None`` for float16/float32): int8/uint8 as
+    their buckets' middles (the sidecar's ``ranges``), binary as +-1 a bit."""
+    from esimcse_cli.core import precision as compact
+
+    if precision in ("float32", "float16"):
+        return None
+    if precision in compact.CALIBRATED and (meta is None or not meta.get("ranges")):
+        raise InputError(f"a {precision} matrix needs its sidecar's ranges (the calibration); encode again")
+    ranges = np.asarray(meta["ranges"], dtype=np.float32) if precision in compact.CALIBRATED else None
+    dim = int(meta["dim"]) if meta is not None else None
+    return lambda rows: compact.dequantize(rows, precision, ranges, dim)
+
+
 def search(npy_path: str | os.PathLike, queries: np.ndarray, *, k: int = 10, texts: TextRows | None = None,
-           chunk_rows: int | None = None, device: str = "cpu", normalize_rows: bool = True) -> list[Hit]:
-    """Every query's ``k`` best rows of the matrix at ``npy_path`` (all rows where ``k`` exceeds them), as records."""
-    matrix = open_matrix(npy_path)
-    queries = np.asarray(queries)
-    if queries.ndim != 2 or queries.shape[1] != matrix.shape[1]:
-        raise InputError(f"{npy_path}: holds {matrix.shape[1]}-dim rows; the queries are {queries.shape[-1]}-dim")
+           chunk_rows: int | None = None, device: str = "cpu", normalize_rows: bool = True, meta: dict | None = None,
+           rescore: int = 0) -> list[Hit]:
+    """Every query's ``k`` best rows of the matrix at ``npy_path`` (all rows where ``k`` exceeds them), as records.
+
+    A compact matrix (``meta``: its sidecar) is scored against the float queries on its own scale: int8/uint8 rows
+    as their buckets' middles; binary rows by Hamming distance to the query's own bits, the score being
+    ``1 - 2 h / dim`` (the cosine of the +-1 vectors, computed as their product: exact). ``rescore=M`` (binary)
+    re-ranks the ``M * k`` best by Hamming with the float query against the +-1 rows, as sentence-transformers'
+    rescoring does."""
+    from esimcse_cli.core import precision as compact
+
+    matrix = open_matrix(npy_path, integers=meta is not None)
+    precision = stored_precision(meta, matrix)
+    decode = row_decoder(precision, meta)
+    dim = int(meta["dim"]) if decode is not None else matrix.shape[1]
+    queries = np.asarray(queries, dtype=np.float32)
+    if queries.ndim != 2 or queries.shape[1] != dim:
+        raise InputError(f"{npy_path}: holds {dim}-dim rows; the queries are {queries.shape[-1]}-dim")
     if texts is not None and len(texts) != matrix.shape[0]:
         raise InputError(_mismatch(texts.display, len(texts), matrix.shape[0], texts.plain))
-    scores, rows = top_k(matrix, queries, k, chunk_rows=chunk_rows, device=device, normalize_rows=normalize_rows,
-                         display=str(npy_path))
+    binary = precision in compact.BINARY
+    if rescore and not binary:
+        log.warning("--rescore re-ranks binary matrices; this one is %s, scored against the float queries already", precision)
+    wanted = min(k * max(1, rescore), matrix.shape[0]) if binary and rescore else k
+    if binary:  # +-1 against +-1: integer products, exact in float32, dim - 2 h; ties by lower row as everywhere
+        bits = np.where(queries > 0, 1.0, -1.0).astype(np.float32)
+        scores, rows = top_k(matrix, bits, wanted, chunk_rows=chunk_rows, device=device, normalize_rows=False,
+                             normalize_queries=False, display=str(npy_path), decode=decode)
+        scores = scores / dim
+    else:
+        scores, rows = top_k(matrix, queries, wanted, chunk_rows=chunk_rows, device=device,
+                             normalize_rows=normalize_rows or decode is not None, display=str(npy_path), decode=decode)
+    if binary and rescore:
+        scores, rows = _rescore(matrix, queries, rows, k, decode)
     hits = []
     for qi in range(rows.shape[0]):
         found = texts.get(rows[qi].tolist()) if texts is not None else [None] * rows.shape[1]
         hits += [Hit(qi, rank + 1, float(scores[qi, rank]), int(rows[qi, rank]), found[rank]) for rank in range(rows.shape[1])]
     return hits
+
+
+def _rescore(matrix: np.ndarray, queries: np.ndarray, rows: np.ndarray, k: int, decode) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates ``rows`` re-ranked by the float query's cosine with their +-1 rows; ties by lower row."""
+    out_s, out_r = [], []
+    for q, cand in zip(queries, rows):
+        cand = np.sort(cand)
+        x = decode(matrix[cand])
+        s = (x @ q) / (np.linalg.norm(x, axis=1).clip(1e-12) * max(float(np.linalg.norm(q)), 1e-12))
+        order = np.lexsort((cand, -s))[:k]
+        out_s.append(s[order])
+        out_r.append(cand[order])
+    return np.asarray(out_s, dtype=np.float32), np.asarray(out_r, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -399,19 +478,22 @@ def search_queries(npy_path: str | os.PathLike, queries: Sequence[str] | None = 
                    texts: str | os.PathLike | None = None, text_column: str | None = None, model: str | None = None,
                    pooling: str | None = None, max_length: int | None = None, device: str | None = "auto",
                    trust_remote_code: bool = False, batch_size: int = 64, chunk_rows: int | None = None,
-                   encoding_errors: str = "strict") -> SearchResult:
+                   encoding_errors: str = "strict", rescore: int = 0) -> SearchResult:
     """``esimcse search`` as one call: each query's ``k`` best rows of the matrix, with their texts from ``texts``.
 
     Every check runs before the model loads; ``model``/``pooling``/``max_length`` default to the sidecar's.
     """
     from esimcse_cli.core.models import load_encoder
 
-    meta = check_search_args(npy_path, k=k, chunk_rows=chunk_rows, encoding_errors=encoding_errors, batch_size=batch_size)
+    meta = check_search_args(npy_path, k=k, chunk_rows=chunk_rows, encoding_errors=encoding_errors, batch_size=batch_size,
+                             rescore=rescore)
     if text_column is not None and texts is None:
         raise InputError("--text-column names a column of --texts; give --texts FILE")
     load_args = query_encoder_args(npy_path, meta, model, pooling, max_length)
     wanted = read_queries(queries, encoding_errors)
-    rows, dim = open_matrix(npy_path).shape
+    rows = open_matrix(npy_path, integers=meta is not None).shape[0]
+    dim = int(meta.get("model_dim") or meta["dim"]) if meta is not None else open_matrix(npy_path).shape[1]
+    truncate = int(meta["dim"]) if meta is not None and int(meta["dim"]) != dim else None
     # the texts are indexed now, not after the model: a file of another length is refused first
     lookup = TextRows.open(texts, rows, text_column=text_column, encoding_errors=encoding_errors) if texts is not None else None
     try:
@@ -420,10 +502,11 @@ def search_queries(npy_path: str | os.PathLike, queries: Sequence[str] | None = 
         if enc.dim != dim:  # no sidecar to name: the matrix itself
             raise InputError(f"the query model gives {enc.dim}-dim vectors; {npy_path} holds {dim}-dim ones")
         log.debug("search: %d queries, %s, %s pooling", len(wanted), load_args["spec"], enc.pooling)
-        vectors = enc.encode(list(wanted.values()), batch_size=batch_size)
+        vectors = enc.encode(list(wanted.values()), batch_size=batch_size, truncate_dim=truncate)
         index = list(wanted)
         hits = [replace(hit, query=index[hit.query])
-                for hit in search(npy_path, vectors, k=k, texts=lookup, chunk_rows=chunk_rows, device=str(enc.device))]
+                for hit in search(npy_path, vectors, k=k, texts=lookup, chunk_rows=chunk_rows, device=str(enc.device),
+                                  meta=meta, rescore=rescore)]
     finally:
         if lookup is not None:
             lookup.close()
