@@ -124,5 +124,8 @@ def test_a_half_precision_checkpoint_loads_as_float32(tiny_model_dir, tmp_path):
     half = tmp_path / "half"
     shutil.copytree(tiny_model_dir, half)
     AutoModel.from_pretrained(tiny_model_dir).half().save_pretrained(half, safe_serialization=True)
-    assert AutoModel.from_pretrained(half).dtype == torch.float16  # the trap this guards against
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) >= 5:  # the trap this guards against (4.x loads float32 by default)
+        assert AutoModel.from_pretrained(half).dtype == torch.float16
     assert load_backbone(str(half), device="cpu").model.dtype == torch.float32

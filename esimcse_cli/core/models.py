@@ -210,6 +210,14 @@ def load_tokenizer(spec: str | os.PathLike | None = None, trust_remote_code: boo
     from transformers import AutoTokenizer
 
     _, kind, _, load_from = _weights_folder(spec)
+    config = Path(load_from) / "config.json"
+    if kind != "hub" and config.is_file():
+        # transformers 5 reads the config to load a tokenizer, 4.x does not: check it here, so that a corrupt one is
+        # refused whichever transformers is installed
+        try:
+            _read_json(config)
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{load_from}: cannot load tokenizer: {exc}") from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(load_from, trust_remote_code=trust_remote_code)
     except Exception as exc:

@@ -95,6 +95,11 @@ def embedding_meta(model: str | os.PathLike | None, *, pooling: str, max_length:
     }
 
 
+def model_dim(meta: dict) -> int:
+    """The dimension of the model that encoded the matrix: ``dim``, or where ``--truncate-dim`` cut it, ``model_dim``."""
+    return int(meta["model_dim"]) if meta.get("truncate_dim") and meta.get("model_dim") else int(meta["dim"])
+
+
 def stored_precision(meta: dict | None, matrix: np.ndarray) -> str:
     """The precision of a matrix: its sidecar's ``dtype``, else (no sidecar) its own float dtype."""
     if meta is not None:
@@ -139,7 +144,7 @@ def check_compatible(meta: dict | None, model_name: str | os.PathLike | None, po
                           "vectors of different models do not compare (omit --model, or encode again)")
     if pooling is not None and pooling != meta["pooling"]:
         raise ConfigError(f"--pooling {pooling}: the matrix was encoded with {meta['pooling']} pooling ({where})")
-    if dim is not None and int(dim) != int(meta.get("model_dim") or meta["dim"]):
+    if dim is not None and int(dim) != model_dim(meta):
         raise InputError(f"the query model gives {dim}-dim vectors; the matrix holds {meta['dim']}-dim ones ({where})")
 
 
@@ -492,8 +497,8 @@ def search_queries(npy_path: str | os.PathLike, queries: Sequence[str] | None = 
     load_args = query_encoder_args(npy_path, meta, model, pooling, max_length)
     wanted = read_queries(queries, encoding_errors)
     rows = open_matrix(npy_path, integers=meta is not None).shape[0]
-    dim = int(meta.get("model_dim") or meta["dim"]) if meta is not None else open_matrix(npy_path).shape[1]
-    truncate = int(meta["dim"]) if meta is not None and int(meta["dim"]) != dim else None
+    dim = model_dim(meta) if meta is not None else open_matrix(npy_path).shape[1]
+    truncate = int(meta["truncate_dim"]) if meta is not None and meta.get("truncate_dim") else None
     # the texts are indexed now, not after the model: a file of another length is refused first
     lookup = TextRows.open(texts, rows, text_column=text_column, encoding_errors=encoding_errors) if texts is not None else None
     try:
