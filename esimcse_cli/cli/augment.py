@@ -13,6 +13,7 @@ import typer
 from esimcse_cli import console as ui
 from esimcse_cli.cli.options import MODEL_HELP, EncodingErrors, choice_list
 from esimcse_cli.core.augment import DEFAULT_DUP_RATE, INSERT_TOKENS, LEVELS, METHODS
+from esimcse_cli.core.segment import SEGMENTERS
 from esimcse_cli.core.defaults import DEFAULT_SEED
 
 
@@ -28,6 +29,8 @@ def augment_cmd(
     ),
     level: str = typer.Option("subword", "--level", help=f"{choice_list(LEVELS)}: the model tokenizer's pieces (as in the paper), whitespace-separated words, or characters "
                        "(for text without spaces, e.g. Chinese; spaces stay in place; --variant paper only)."),
+    segmenter: str = typer.Option("whitespace", "--segmenter", help=f"{choice_list(SEGMENTERS)}: how --level word finds words; "
+                                  "jieba (the [zh] extra) segments Chinese."),
     insert_token: str = typer.Option(
         "random", "--insert-token", help=f"For --method insertion: {choice_list(INSERT_TOKENS)} (a vocabulary token, a stopword, or [MASK])."
     ),
@@ -45,9 +48,9 @@ def augment_cmd(
     from esimcse_cli.core.models import load_tokenizer
 
     check_augment_args(input, output, method=method, level=level, variant=variant, insert_token=insert_token,
-                       dup_rate=dup_rate, show_limit=show_limit, encoding_errors=encoding_errors)
+                       dup_rate=dup_rate, show_limit=show_limit, encoding_errors=encoding_errors, segmenter=segmenter)
     tokenizer = load_tokenizer(model) if needs_tokenizer(method, level, insert_token) else None
-    augmenter = Augmenter(tokenizer, method, level, dup_rate, variant, insert_token, seed)
+    augmenter = Augmenter(tokenizer, method, level, dup_rate, variant, insert_token, seed, segmenter=segmenter)
     result = augment_file(augmenter, input, output, encoding_errors=encoding_errors, show_limit=show_limit if show else 0,
                           progress=_augment_bar if ui.console.is_terminal else None)  # counting the lines is a pass: only for a bar
     if result.output is not None:

@@ -75,7 +75,8 @@ PairsColumns = Annotated[Optional[str], typer.Option(
 BucketByLength = Annotated[bool, typer.Option("--bucket-by-length", help="Also score within length-difference buckets.")]
 Buckets = Annotated[Optional[str], typer.Option("--buckets", help=BUCKETS_HELP + " Implies --bucket-by-length.")]
 LengthUnit = Annotated[str, typer.Option(
-    "--length-unit", help="words (whitespace words of the stored text) | tokens (each model's own sub-words, no specials).")]
+    "--length-unit", help="words (whitespace words of the stored text) | tokens (each model's own sub-words, no specials) | "
+    "chars (characters other than spaces: for text without spaces, such as Chinese).")]
 BootstrapSeed = Annotated[Optional[int], typer.Option("--seed", help=SEED_HELP)]
 Json = Annotated[Optional[str], typer.Option("--json", help="Write the full result as JSON (schema in the README).")]
 

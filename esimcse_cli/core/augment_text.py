@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from esimcse_cli.core import corpus
+from esimcse_cli.core import corpus, segment
 from esimcse_cli.core.atomic import atomic_path, check_output_path, write_stdout
 from esimcse_cli.core.augment import DEFAULT_DUP_RATE, added_marks, augment_ids, check_options, make_inserter
 from esimcse_cli.core.errors import ConfigError, InputError
@@ -87,9 +87,13 @@ class Augmenter:
         variant: str = "paper",
         insert_token: str = "random",
         seed: Union[int, random.Random, None] = None,
+        segmenter: str = "whitespace",
     ):
         check_options(method, level, variant, insert_token, dup_rate)
+        segment.check_segmenter(segmenter, level)
         self.method, self.level, self.variant, self.insert_token = method, level, variant, insert_token
+        self.segmenter = segmenter
+        self._split, self._join = segment.segment_fn(segmenter), segment.join_fn(segmenter)
         self.dup_rate = float(dup_rate)
         if level == "subword" and tokenizer is None:
             raise ConfigError("--level subword needs a tokenizer (or use --level word)")
@@ -99,14 +103,14 @@ class Augmenter:
 
     def tokenize(self, text: str) -> List[str]:
         if self.level == "word":
-            return text.split()
+            return self._split(text)
         if self.level == "char":
             return list(text)  # spaces too: joining the tokens gives the line back as it was
         return list(self.tokenizer.tokenize(text))
 
     def detokenize(self, tokens: Sequence[str]) -> str:
         if self.level == "word":
-            return " ".join(tokens)
+            return self._join(list(tokens))
         if self.level == "char":
             return "".join(tokens)
         if not tokens:
@@ -132,8 +136,9 @@ class Augmenter:
         if not text.strip():
             return AugmentRecord(original=text, augmented="")
         toks = self.tokenize(text) if tokens is None else tokens
-        # At char level a space is kept as a token but is never chosen, nor counted in N.
-        content = [i for i, t in enumerate(toks) if not t.isspace()] if self.level == "char" else None
+        # At char level (and from jieba) a space is kept as a token but is never chosen, nor counted in N.
+        spaced = self.level == "char" or self.segmenter == "jieba"
+        content = [i for i, t in enumerate(toks) if not t.isspace()] if spaced else None
         new, pos = augment_ids(toks, self.method, self.dup_rate, self.variant, self.rng, level=self.level, content=content,
                                insert=self.insert)
         removed, added = _marks(len(toks), len(new), pos)
@@ -171,8 +176,9 @@ class Augmenter:
             return _merge([(tok, bool(mark)) for tok, mark in zip(tokens, marks)])
         if self.level == "word":
             segs: List[Tuple[str, bool]] = []
+            sep = "" if self.segmenter == "jieba" else " "
             for i, (tok, mark) in enumerate(zip(tokens, marks)):
-                segs.append(((" " if i else "") + tok, bool(mark)))
+                segs.append(((sep if i else "") + tok, bool(mark)))
             return _merge(segs)
         prev = ""
         segs = []
@@ -224,6 +230,7 @@ def check_augment_args(
     dup_rate: float = DEFAULT_DUP_RATE,
     show_limit: int = 0,
     encoding_errors: str = "strict",
+    segmenter: str = "whitespace",
 ) -> None:
     """Refuse bad arguments before any tokenizer is loaded; one-line errors.
 
@@ -231,6 +238,7 @@ def check_augment_args(
     UTF-8 fails before the first line goes out (stdin cannot be read twice; there, it fails where it is met).
     """
     check_options(method, level, variant, insert_token, dup_rate)
+    segment.check_segmenter(segmenter, level)
     if show_limit < 0:
         raise ConfigError(f"--show-limit must be 0 or more, got {show_limit}")
     _check_paths(source, output)

@@ -22,6 +22,7 @@ The result is a plain dict in the documented JSON schema (see README, "eval-sts 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -35,12 +36,14 @@ from esimcse_cli.core import sts
 from esimcse_cli.core.errors import ConfigError, InputError
 from esimcse_cli.core.sts import Pair
 
+log = logging.getLogger("esimcse")
+
 Progress = Callable[[int], None]
 # progress(label, total) -> a context manager yielding advance(n): one bar per encoded model
 ProgressFactory = Callable[[str, int], ContextManager[Progress]]
 
 AGGREGATES = ("all", "mean", "wmean")
-LENGTH_UNITS = ("words", "tokens")
+LENGTH_UNITS = ("words", "tokens", "chars")
 DEFAULT_BUCKETS = "0-3,4-"
 MIN_BUCKET_PAIRS = 10
 SCHEMA_VERSION = 1
@@ -214,13 +217,21 @@ def parse_buckets(spec: Optional[str] = None) -> List[Bucket]:
 
 
 def sentence_lengths(texts: Sequence[str], unit: str = "words", tokenizer=None) -> np.ndarray:
-    """Lengths in whitespace words of the stored text, or in tokenizer sub-words without special tokens.
+    """Lengths in whitespace words of the stored text, in characters other than whitespace (``chars``: for text
+    without spaces, such as Chinese), or in tokenizer sub-words without special tokens.
 
-    Token lengths are untruncated (the length of the text, not of what the model saw).
+    Token lengths are untruncated (the length of the text, not of what the model saw). Word counts of text that
+    has no spaces are meaningless (a whole Chinese sentence is one "word"): that gets a warning naming ``chars``.
     """
     check_length_unit(unit)
     if unit == "words":
+        unspaced = sum(1 for t in texts if len(t.strip()) >= 4 and not any(c.isspace() for c in t.strip()))
+        if texts and unspaced * 2 > len(texts):
+            log.warning("%d of %d sentences have no spaces: word counts of unsegmented text (e.g. Chinese) are "
+                        "meaningless; use --length-unit chars (or tokens)", unspaced, len(texts))
         return np.fromiter((len(t.split()) for t in texts), dtype=np.int64, count=len(texts))
+    if unit == "chars":
+        return np.fromiter((sum(1 for c in t if not c.isspace()) for t in texts), dtype=np.int64, count=len(texts))
     if tokenizer is None:
         raise ConfigError("--length-unit tokens needs the model's tokenizer")
     if not texts:
