@@ -370,6 +370,14 @@ def check_search_args(npy_path: str | os.PathLike, *, k: int = 10, chunk_rows: i
         if compact.stored_shape(int(meta["rows"]), int(meta["dim"]), precision) != matrix.shape:
             raise InputError(f"{meta['_path']}: records {meta['rows']} x {meta['dim']}, but {npy_path} is "
                              f"{matrix.shape[0]} x {matrix.shape[1]}; the sidecar is stale (encode again)")
+        if precision in compact.CALIBRATED:
+            try:
+                shape = np.asarray(meta.get("ranges"), dtype=np.float32).shape
+            except (TypeError, ValueError):
+                shape = None
+            if shape != (2, int(meta["dim"])):
+                raise InputError(f"{meta['_path']}: a {precision} matrix needs its calibration, ranges of 2 x {meta['dim']} "
+                                 f"numbers; found {'none' if not meta.get('ranges') else shape}: the sidecar is stale (encode again)")
     if rescore < 0:
         raise ConfigError(f"--rescore must be 0 (off) or a positive multiplier, got {rescore}")
     return meta
@@ -436,8 +444,10 @@ def _rescore(matrix: np.ndarray, queries: np.ndarray, rows: np.ndarray, k: int, 
     out_s, out_r = [], []
     for q, cand in zip(queries, rows):
         cand = np.sort(cand)
-        x = decode(matrix[cand])
-        s = (x @ q) / (np.linalg.norm(x, axis=1).clip(1e-12) * max(float(np.linalg.norm(q)), 1e-12))
+        x = decode(matrix[cand]).astype(np.float64)
+        q64 = q.astype(np.float64)
+        # row by row, the same sum for the same row (a matrix product may round equal rows differently): ties stay ties
+        s = (x * q64).sum(axis=1) / (np.sqrt((x * x).sum(axis=1)).clip(1e-12) * max(float(np.sqrt((q64 * q64).sum())), 1e-12))
         order = np.lexsort((cand, -s))[:k]
         out_s.append(s[order])
         out_r.append(cand[order])
