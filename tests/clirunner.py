@@ -49,3 +49,18 @@ def run_main(*args: str, stdin: bytes = b"", cwd: str | os.PathLike | None = Non
         sys.argv, sys.stdin, sys.stdout, sys.stderr, cwd0 = saved
         os.chdir(cwd0)
     return result
+
+
+def run_group(cmd, timeout, **kw):
+    """subprocess.run in its own process group, killed as a whole on timeout (torchrun's children included)."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"timed out after {timeout}s: {' '.join(map(str, cmd))}\n{err[-2000:]}") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)

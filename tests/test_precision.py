@@ -603,13 +603,23 @@ def test_stale_sidecar_is_one_line(encoded, tmp_path, precision, changes, needle
     one_line_exit_2(run_main("search", str(npy), LINES[0], "-k", "2"), *needles)
 
 
-def test_stale_ranges_are_one_line(encoded, tmp_path):
-    """ranges of another width (31 columns for a 32-dim matrix) describe another calibration: refused in one line."""
-    npy = copy_pair(encoded("--precision", "int8"), tmp_path / "copy")
+@pytest.mark.parametrize("precision", ["int8", "uint8"])
+@pytest.mark.parametrize("bad", ["31 columns", "3 rows", "flat", "text", "null", "empty"])
+def test_stale_ranges_are_one_line(encoded, tmp_path, precision, bad):
+    """ranges that are not 2 x dim numbers describe another calibration (or none): refused in one line, exit 2."""
+    npy = copy_pair(encoded("--precision", precision), tmp_path / "copy")
     ranges = np.asarray(read_sidecar(npy)["ranges"])
-    edit_sidecar(npy, ranges=ranges[:, :31].tolist())
+    edit_sidecar(npy, ranges={"31 columns": ranges[:, :31].tolist(), "3 rows": np.vstack([ranges, ranges[:1]]).tolist(),
+                              "flat": ranges.ravel().tolist(), "text": [["a"] * DIM] * 2, "null": None, "empty": []}[bad])
+    one_line_exit_2(run_main("search", str(npy), LINES[0], "-k", "2"), "ranges")
+
+
+@pytest.mark.parametrize("changes", [{"truncate_dim": None}, {"truncate_dim": 8}, {"model_dim": 12}])
+def test_a_truncated_matrix_with_a_stale_truncation_is_one_line(encoded, tmp_path, changes):
+    npy = copy_pair(encoded("--precision", "int8", "--truncate-dim", "12"), tmp_path / "copy")
+    edit_sidecar(npy, **changes)
     r = run_main("search", str(npy), LINES[0], "-k", "2")
-    one_line_exit_2(r, "ranges")
+    one_line_exit_2(r)
 
 
 def test_rescore_refusals(encoded):

@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from clirunner import run_group
 from conftest import WORDS
 from esimcse_cli.core import trainer as trainer_mod
 from esimcse_cli.core.config import build_config
@@ -58,20 +59,6 @@ def cfg_for(tiny_model_dir, corpus, out, **kw):
               "max_steps": 4, "save_steps": 0, "log_steps": 1, "eval_steps": 2, "max_length": 16}
     values.update(kw)
     return build_config(values)
-
-
-def run_group(cmd, timeout, **kw):
-    """subprocess.run in its own process group, killed as a whole on timeout (torchrun's children included)."""
-    import signal
-
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        raise AssertionError(f"timed out after {timeout}s: {' '.join(cmd)}\n{err[-2000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def weights(folder: Path) -> dict:
