@@ -35,7 +35,6 @@ from esimcse_cli.core.errors import EsimcseError, InputError, first_line, naming
 
 log = logging.getLogger("esimcse")
 
-DTYPES = {"float32": np.float32, "float16": np.float16}  # --dtype, the older name of --precision float32 | float16
 LONG_LINE_BYTES = 1 << 20
 
 
@@ -196,7 +195,7 @@ def encode_file(
     return stats
 
 
-def _write_npy_and_sidecar(encoder, texts, out_path: Path, meta: dict | None, n: int, batch_size, normalize, dtype,
+def _write_npy_and_sidecar(encoder, texts, out_path: Path, meta: dict | None, n: int, batch_size, normalize, layout: Layout,
                            chunk_size, advance, source: str, ranks: distributed.DistInfo | None = None) -> None:
     """The matrix into a temporary file, its sidecar into place, then the matrix: both, or neither where it fails.
 
@@ -207,7 +206,7 @@ def _write_npy_and_sidecar(encoder, texts, out_path: Path, meta: dict | None, n:
     previous = sidecar = None
     try:
         with atomic_path(out_path, suffix=".npy") as tmp:
-            ranges = _write_npy(encoder, texts, tmp, n, batch_size, normalize, dtype, chunk_size, advance,
+            ranges = _write_npy(encoder, texts, tmp, n, batch_size, normalize, layout, chunk_size, advance,
                                 display=out_path, source=source, ranks=ranks)
             if meta is not None and ranges is not None:
                 meta = dict(meta, ranges=ranges.tolist())  # int8/uint8: the calibration, for search's queries
