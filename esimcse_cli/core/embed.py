@@ -49,10 +49,6 @@ class Layout:
     def two_pass(self) -> bool:
         return self.precision in compact.CALIBRATED + compact.BINARY
 
-    @property
-    def truncate(self) -> int:
-        return self.dim
-
 
 @dataclass
 class EncodeStats:
@@ -265,7 +261,7 @@ def _write_npy(encoder, texts, path: Path, n: int, batch_size, normalize, layout
     try:
         arr = _open_rows(rows_path, (n, layout.dim), np.float16 if layout.precision == "float16" else np.float32, display)
         distributed.broadcast_object(rows_path.name, ranks)  # the other ranks map the same file, beside their own -o
-        _encode_rows(encoder, texts, arr, n, batch_size, normalize, chunk_size, advance, ranks, source, layout.truncate)
+        _encode_rows(encoder, texts, arr, n, batch_size, normalize, chunk_size, advance, ranks, source, layout.dim)
         del arr
         distributed.wait_all(ranks)  # every rank's rows are in the file before it is renamed into place
         if isinstance(advance, _ForAllRanks):
@@ -318,7 +314,7 @@ def _write_rows_of_rank(encoder, texts, n: int, batch_size, normalize, chunk_siz
     if arr.shape != (n, layout.dim):
         raise InputError(f"{source}: rank {ranks.rank} counted {n} rows of {layout.dim} and rank 0 {arr.shape[0]} of "
                          f"{arr.shape[1]}; every rank must read the same file with the same model")
-    _encode_rows(encoder, texts, arr, n, batch_size, normalize, chunk_size, None, ranks, source, layout.truncate)
+    _encode_rows(encoder, texts, arr, n, batch_size, normalize, chunk_size, None, ranks, source, layout.dim)
     del arr
     distributed.wait_all(ranks)
 

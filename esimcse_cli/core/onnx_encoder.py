@@ -39,7 +39,7 @@ class OnnxEncoder(SentenceEncoder):
                                  f"outputs {', '.join(self.output_names)}; expected input_ids in, last_hidden_state out)")
         if pooling == "cls" and "pooler_output" not in self.output_names:
             raise ModelLoadError(f"{path}: pooling 'cls' needs the output pooler_output, which this ONNX model lacks; use cls_before_pooler")
-        unknown = [i.name for i in self.session.get_inputs() if i.name not in FEEDS]
+        unknown = [name for name in self.input_names if name not in FEEDS]
         if unknown:
             raise ModelLoadError(f"{path}: takes inputs esimcse does not feed ({', '.join(unknown)}; it feeds {', '.join(FEEDS)})")
         shape = self.session.get_outputs()[self.output_names.index("last_hidden_state")].shape

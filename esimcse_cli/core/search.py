@@ -506,8 +506,8 @@ def search_queries(npy_path: str | os.PathLike, queries: Sequence[str] | None = 
         raise InputError("--text-column names a column of --texts; give --texts FILE")
     load_args = query_encoder_args(npy_path, meta, model, pooling, max_length)
     wanted = read_queries(queries, encoding_errors)
-    rows = open_matrix(npy_path, integers=meta is not None).shape[0]
-    dim = model_dim(meta) if meta is not None else open_matrix(npy_path).shape[1]
+    rows, columns = open_matrix(npy_path, integers=meta is not None).shape
+    dim = model_dim(meta) if meta is not None else columns
     truncate = int(meta["truncate_dim"]) if meta is not None and meta.get("truncate_dim") else None
     # the texts are indexed now, not after the model: a file of another length is refused first
     lookup = TextRows.open(texts, rows, text_column=text_column, encoding_errors=encoding_errors) if texts is not None else None
