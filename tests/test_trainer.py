@@ -165,7 +165,7 @@ def test_each_ablation_switch_changes_what_is_computed(tiny_model_dir, corpus, t
             calls.clear()
             monkeypatch.setattr(trainer_mod, "contrastive_loss", spy("contrastive_loss"))
             repeats = []
-            monkeypatch.setattr(Batcher, "second_view", lambda self, ids, seed, _r=Batcher.second_view: repeats.append(1) or _r(self, ids, seed))
+            monkeypatch.setattr(Batcher, "second_view", lambda self, *a, _r=Batcher.second_view: repeats.append(1) or _r(self, *a))
             out = tmp_path / f"o{rep}{mq}"
             train(cfg_for(tiny_model_dir, corpus, out, method="simcse", repetition=rep, momentum_queue=mq, max_steps=3, eval_steps=0))
             queues = [a[2] for a in calls["contrastive_loss"]]

@@ -17,6 +17,7 @@ from esimcse_cli.cli.options import Device, EncodingErrors, Model, TextColumn, T
 from esimcse_cli.core import augment
 from esimcse_cli.core.config import AUTO_POOLER, METHODS, PRESETS, SCHEDULERS, TrainConfig
 from esimcse_cli.core.pooling import POOLINGS
+from esimcse_cli.core.segment import SEGMENTERS
 
 # Parameters of the command that are not TrainConfig fields.
 NOT_CONFIG = ("config",)
@@ -40,6 +41,9 @@ def train_cmd(
          "L = N+2 counting [CLS]/[SEP] (0 when int(r*L) is 0)."),
     augmentation: Optional[str] = typer.Option(None, "--augmentation", help=f"Positive builder when --repetition is on: {choice_list(augment.METHODS)} (default {_DEFAULT.augmentation}; the others are the paper's baselines)."),
     insert_token: Optional[str] = typer.Option(None, "--insert-token", help=f"For --augmentation insertion: {choice_list(augment.INSERT_TOKENS)}."),
+    repetition_level: Optional[str] = typer.Option(None, "--repetition-level", help=f"What the positive repeats: {choice_list(augment.LEVELS)} (default {_DEFAULT.repetition_level}, the paper's; "
+         "word: whole words, e.g. jieba's for Chinese; char: characters). N counts the same unit."),
+    segmenter: Optional[str] = typer.Option(None, "--segmenter", help=f"How --repetition-level word finds words: {choice_list(SEGMENTERS)} (default {_DEFAULT.segmenter}; jieba: pip install 'esimcse-cli[zh]')."),
     momentum: Optional[float] = typer.Option(None, "--momentum", help="EMA coefficient m (default 0.995)."),
     momentum_variant: Optional[str] = typer.Option(None, "--momentum-variant", help="paper (a copy of the model with its own MLP, EMA after each step) | official, the released code (online "
          "MLP, EMA in the forward, momentum encoder starting from random weights, --max-grad-norm 1.0 unless given)."),

@@ -113,7 +113,12 @@ def method_text(cfg: Dict[str, Any]) -> str:
     """The method and the parts that were on, with the papers linked."""
     rep, mq = bool(cfg.get("repetition")), bool(cfg.get("momentum_queue"))
     aug = cfg.get("augmentation", "repetition")
-    if rep and aug != "repetition":
+    level = cfg.get("repetition_level", "subword")
+    if rep and level != "subword":
+        unit = "whole words" + (f" ({cfg.get('segmenter')} segmentation)" if level == "word" else "") if level == "word" else "characters"
+        positive = (f"{aug} of {unit} (rate {cfg.get('dup_rate')}, {cfg.get('repetition_variant')} variant)" if aug == "repetition"
+                    else f"{aug} of {unit} (the paper's baseline; rate {cfg.get('dup_rate')})")
+    elif rep and aug != "repetition":
         positive = f"word {aug} (the paper's baseline; rate {cfg.get('dup_rate')})"
     elif rep:
         positive = f"word repetition (dup rate {cfg.get('dup_rate')}, {cfg.get('repetition_variant')} variant)"

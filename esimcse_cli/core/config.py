@@ -33,7 +33,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from esimcse_cli.core import augment
+from esimcse_cli.core import augment, segment
 from esimcse_cli.core.corpus import ENCODING_ERRORS
 from esimcse_cli.core.defaults import DEFAULT_SEED
 from esimcse_cli.core.errors import ConfigError, first_line
@@ -80,6 +80,8 @@ class TrainConfig:
     repetition_variant: str = "paper"
     augmentation: str = "repetition"  # what builds the positive when repetition is on: repetition | insertion | deletion
     insert_token: str = "random"  # for augmentation=insertion: random | stopword | mask
+    repetition_level: str = "subword"  # what the second view repeats: subword (the paper) | word | char
+    segmenter: str = "whitespace"  # how repetition_level=word finds words: whitespace | jieba
     momentum: float = 0.995
     momentum_variant: str = "paper"
     queue_ratio: float = 2.5
@@ -167,6 +169,14 @@ class TrainConfig:
         choice("scheduler", SCHEDULERS)
         choice("augmentation", augment.METHODS)
         choice("insert_token", augment.INSERT_TOKENS)
+        choice("repetition_level", augment.LEVELS)
+        choice("segmenter", segment.SEGMENTERS)
+        if self.segmenter != "whitespace" and self.repetition_level != "word":
+            bad("segmenter", f"{self.segmenter} segments words: it goes with --repetition-level word, not {self.repetition_level}")
+        if self.repetition_level == "char" and self.repetition_variant == "official":
+            bad("repetition_level", "char has no official formula (the released code repeats sub-words or words); use --repetition-variant paper")
+        if self.segmenter == "jieba":
+            segment.check_segmenter(self.segmenter, self.repetition_level)  # jieba installed, or one line
         choice("encoding_errors", ENCODING_ERRORS)
         if self.preset is not None:
             choice("preset", PRESETS)

@@ -268,7 +268,7 @@ def _micro_batch(run: Run, micro: int) -> float:
 
     # two views of the global batch; this rank encodes its slice
     ids = run.batcher.tokenize(texts)
-    ids2 = run.batcher.second_view(ids, seed_for(cfg.seed, micro, SECOND_VIEW_STREAM)) if cfg.repetition else ids
+    ids2 = run.batcher.second_view(ids, seed_for(cfg.seed, micro, SECOND_VIEW_STREAM), texts) if cfg.repetition else ids
     mine = slice(dist.rank * run.per_rank, (dist.rank + 1) * run.per_rank)
     ids, ids2 = ids[mine], ids2[mine]
 

@@ -13,6 +13,13 @@ The trainer seeds dropout from ``(seed, micro-batch, rank)`` with the same :func
 The repeated copy may grow beyond ``max_length`` and is not re-truncated, as in the paper: the point is a
 positive of a different length. [CLS]/[SEP] (all special tokens) are never repeated and do not count in
 the sentence length ``N``. Padding is :mod:`esimcse_cli.core.padding`'s.
+
+``repetition_level`` ``word`` or ``char`` (bert4torch's Chinese ESimCSE repeats whole jieba words) works on
+text, as ``esimcse augment --level word|char`` does: the part of the sentence that view 1 kept (up to the end
+of its last content token, from the fast tokenizer's offsets) goes through the same
+:class:`~esimcse_cli.core.augment_text.Augmenter`, and the copy is tokenised again. ``N`` then counts words
+(whitespace or ``segmenter``'s) or non-space characters. A copy longer than the model's position limit is
+cut there (only possible when ``max_length`` is near that limit); the sub-word level never cuts the copy.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from esimcse_cli.core import augment
+from esimcse_cli.core.augment_text import Augmenter
 from esimcse_cli.core.config import TrainConfig
+from esimcse_cli.core.errors import ConfigError
 
 # The seed stream of the second view: it stands where dropout's seeds have the rank, and no process count
 # reaches it, so the two streams never share a seed.
@@ -65,14 +74,24 @@ class Batcher:
         self.pad_id = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
         self.special_ids = set(int(i) for i in tokenizer.all_special_ids)
         self.insert = None
-        if cfg.augmentation == "insertion":
+        self.augmenter = None  # word / char level: text-level augmentation of what view 1 kept
+        if cfg.repetition_level != "subword":
+            if not getattr(tokenizer, "is_fast", False):
+                raise ConfigError(f"--repetition-level {cfg.repetition_level} needs a fast tokenizer (its offsets "
+                                  "tell which part of a truncated sentence view 1 kept); use --repetition-level subword")
+            self.augmenter = Augmenter(tokenizer, cfg.augmentation, cfg.repetition_level, cfg.dup_rate,
+                                       cfg.repetition_variant, cfg.insert_token, seed=0, segmenter=cfg.segmenter)
+        elif cfg.augmentation == "insertion":
             self.insert = augment.make_inserter(cfg.insert_token, tokenizer, level="subword", as_ids=True)
 
+    def _encode(self, texts: List[str], offsets: bool = False):
+        return self.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=self.cfg.max_length, padding=False,
+                              return_attention_mask=False, return_token_type_ids=False, return_offsets_mapping=offsets)
+
     def tokenize(self, texts: List[str]) -> List[List[int]]:
-        enc = self.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=self.cfg.max_length, padding=False,
-                             return_attention_mask=False, return_token_type_ids=False)
-        ids = enc["input_ids"]
-        if self.limit is not None and self.cfg.repetition and self.cfg.augmentation != "deletion":
+        ids = self._encode(texts)["input_ids"]
+        if (self.limit is not None and self.cfg.repetition and self.cfg.augmentation != "deletion"
+                and self.augmenter is None):
             ids = [fit_for_copy(x, self.limit, self._most_added, self.special_ids, self.cfg.repetition_variant) for x in ids]
         return ids
 
@@ -80,10 +99,35 @@ class Batcher:
         """The most tokens the second view can add to a sentence of ``n`` content tokens."""
         return max(augment.repeat_support(n, self.cfg.dup_rate, self.cfg.repetition_variant))
 
-    def second_view(self, ids: List[List[int]], seed: int) -> List[List[int]]:
-        """The second view: word repetition (or the insertion/deletion baselines) over content tokens."""
-        return augment.augment_batch(ids, self.cfg.augmentation, self.cfg.dup_rate, self.cfg.repetition_variant, random.Random(seed),
-                                     special_ids=self.special_ids, insert=self.insert)
+    def second_view(self, ids: List[List[int]], seed: int, texts: Optional[List[str]] = None) -> List[List[int]]:
+        """The second view: word repetition (or the insertion/deletion baselines) over content tokens, or, at
+        word / char level, over the words or characters of ``texts`` that view 1 (``ids``) kept."""
+        rng = random.Random(seed)
+        if self.augmenter is None:
+            return augment.augment_batch(ids, self.cfg.augmentation, self.cfg.dup_rate, self.cfg.repetition_variant, rng,
+                                         special_ids=self.special_ids, insert=self.insert)
+        if texts is None or len(texts) != len(ids):
+            raise ValueError("second_view at word / char level needs the batch's texts")
+        self.augmenter.rng = rng
+        kept = self.kept_texts(texts)
+        copies = [self.augmenter.record(k).augmented if k.strip() else None for k in kept]
+        todo = [i for i, c in enumerate(copies) if c is not None]
+        enc = self.tokenizer([copies[i] for i in todo], add_special_tokens=True, truncation=self.limit is not None,
+                             max_length=self.limit, padding=False, return_attention_mask=False,
+                             return_token_type_ids=False)["input_ids"] if todo else []
+        out = [list(x) for x in ids]  # nothing left to repeat: the copy is view 1
+        for i, new in zip(todo, enc):
+            out[i] = new
+        return out
+
+    def kept_texts(self, texts: List[str]) -> List[str]:
+        """Each text up to the end of view 1's last content token (all of it unless ``max_length`` cut it)."""
+        enc = self._encode(texts, offsets=True)
+        kept = []
+        for text, offs in zip(texts, enc["offset_mapping"]):
+            ends = [e for b, e in offs if e > b]  # the added [CLS]/[SEP] span nothing: (0, 0)
+            kept.append(text[: max(ends)] if ends else "")
+        return kept
 
 
 def fit_for_copy(ids: List[int], limit: int, most_added: Callable[[int], int], special_ids: set, variant: str = "paper") -> List[int]:
