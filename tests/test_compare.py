@@ -294,3 +294,142 @@ def test_bundled_model_against_its_cls_copy_and_an_identical_copy(tmp_path, shar
     assert c["diff_ci"][1] < 0 and c["p"] < 0.01 and c["significant"]
     s = cells["same"]
     assert s["diff"] == 0.0 and s["diff_ci"] == [0.0, 0.0] and s["p"] == 1.0
+
+
+# ---- saved scores (eval-sts --save-scores) in place of models ----------------------------------------
+def _by_position(rep: dict):
+    """The report's numbers with each model's label replaced by its position (file and model labels differ)."""
+    pos = {m["label"]: str(i) for i, m in enumerate(rep["models"])}
+
+    def relabel(x):
+        if isinstance(x, dict):
+            return {pos.get(k, k): relabel(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [relabel(v) for v in x]
+        return x
+
+    return relabel({k: rep[k] for k in ("tasks", "avg", "bootstrap", "sentences", "split", "aggregate")})
+
+
+def _save(model_dir, senteval, path, *extra):
+    r = run_main("eval-sts", senteval, "--model", model_dir, "--tasks", "STS12,stsb,sick", "--device", "cpu",
+                 "--save-scores", path, *extra)
+    assert r.code == 0, r.stderr
+    assert f"wrote {path}" in r.stderr
+    return path
+
+
+@pytest.fixture()
+def saved(tmp_path, tiny_model_dir, second_model_dir, senteval):
+    return (_save(tiny_model_dir, senteval, tmp_path / "a.npz"), _save(second_model_dir, senteval, tmp_path / "b.npz"))
+
+
+def test_compare_saved_scores_gives_the_numbers_of_the_models(tmp_path, tiny_model_dir, second_model_dir, senteval, saved):
+    a, b = saved
+    common = ["--tasks", "STS12,stsb", "--bucket-by-length", "--bootstrap", "200", "--seed", "7", "--device", "cpu"]
+    r = run_main("compare", senteval, "-m", tiny_model_dir, "-m", second_model_dir, *common, "--json", tmp_path / "m.json")
+    assert r.code == 0, r.stderr
+    r = run_main("compare", senteval, "-m", a, "-m", b, *common, "--json", tmp_path / "f.json")
+    assert r.code == 0, r.stderr
+    assert "encoding " not in r.stderr  # nothing was encoded
+    by_models, by_files = (json.loads((tmp_path / f).read_text()) for f in ("m.json", "f.json"))
+    assert _by_position(by_files) == _by_position(by_models)  # differences, intervals, p: exactly the same
+    assert by_files["buckets"] == by_models["buckets"] and by_files["length_unit"] == "words"
+    for mf, mm in zip(by_files["models"], by_models["models"]):  # the model's meta comes from the file
+        assert mf["scores_file"] in (str(a), str(b)) and mf["kind"] == "model"
+        assert {k: mf[k] for k in ("model", "name", "pooling", "max_length")} == {k: mm[k] for k in ("model", "name", "pooling", "max_length")}
+
+
+def test_compare_groups_of_saved_scores_and_mixed_with_models(tmp_path, tiny_model_dir, second_model_dir, senteval, saved):
+    a, b = saved
+    common = ["--tasks", "stsb,sick", "--bootstrap", "150", "--seed", "3", "--device", "cpu"]
+    runs = {
+        "models": ["--group", f"g={tiny_model_dir},{second_model_dir}", "-m", second_model_dir],
+        "files": ["--group", f"g={a},{b}", "-m", b],
+        "mixed": ["--group", f"g={a},{second_model_dir}", "-m", b],
+    }
+    reps = {}
+    for name, args in runs.items():
+        js = tmp_path / f"{name}.json"
+        r = run_main("compare", senteval, *args, *common, "--json", js)
+        assert r.code == 0, r.stderr
+        reps[name] = json.loads(js.read_text())
+    assert reps["files"]["models"][0]["kind"] == "group" and len(reps["files"]["models"][0]["members"]) == 2
+    assert _by_position(reps["files"]) == _by_position(reps["models"]) == _by_position(reps["mixed"])
+
+
+def test_compare_refuses_saved_scores_of_other_pairs_in_one_line(tmp_path, tiny_model_dir, senteval, saved):
+    from esimcse_cli.core import scores_file
+    from esimcse_cli.core.evaluate import load_tasks
+
+    a, b = saved
+    other = make_senteval(tmp_path / "other" / "data" / "downstream", n_per_subset=16, seed=9)
+    bare = tmp_path / "bare.npz"  # the same scores without their length differences
+    scores, meta = scores_file.load_scores(a)
+    for ts in scores.values():
+        ts.diff = None
+    scores_file.save_scores(bare, scores, meta, pairs=load_tasks(senteval, "STS12,stsb,sick"), length_unit="words")
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(Path(a).read_bytes()[:100])
+    cases = [
+        ([other, "-m", a, "-m", b, "--tasks", "stsb"], f"{a}: task STSBenchmark was scored on other pairs"),
+        ([senteval, "-m", a, "-m", b, "--tasks", "stsb", "--split", "dev"], "was scored on other pairs"),
+        ([senteval, "-m", a, "-m", b, "--tasks", "stsb,STS13"], f"{a}: has no scores for task STS13"),
+        ([senteval, "-m", tiny_model_dir, "--group", f"g={a},{b}", "--tasks", "stsb,STS15"], "has no scores for task STS15"),
+        ([senteval, "-m", a, "-m", bare, "--tasks", "stsb", "--bucket-by-length"], f"{bare}: no length differences saved"),
+        ([senteval, "-m", a, "-m", b, "--tasks", "stsb", "--bucket-by-length", "--length-unit", "chars"],
+         "its length differences are in words, not --length-unit chars"),
+        ([senteval, "-m", a, "-m", tmp_path / "missing.npz", "--tasks", "stsb"], "missing.npz: no such scores file"),
+        ([senteval, "-m", a, "-m", corrupt, "--tasks", "stsb"], "corrupt.npz: not a readable scores file"),
+    ]
+    for args, needle in cases:
+        r = run_main("compare", *args, "--device", "cpu")
+        assert r.code == 2, (args, r.stderr)
+        assert len(r.lines) == 1 and needle in r.lines[0] and "Traceback" not in r.stderr, r.stderr
+
+
+def test_corrupt_scores_file_is_refused_before_any_model_is_encoded(monkeypatch, tmp_path, tiny_model_dir, senteval):
+    from esimcse_cli.core import models
+
+    def no_load(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(models, "load_encoder", no_load)
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"junk")
+    r = run_main("compare", senteval, "-m", tiny_model_dir, "-m", bad, "--tasks", "stsb", "--device", "cpu")
+    assert r.code == 2 and len(r.lines) == 1 and "bad.npz: not a readable scores file" in r.lines[0], r.stderr
+
+
+def test_eval_sts_save_scores_keeps_the_result_and_round_trips(tmp_path, tiny_model_dir, senteval):
+    from esimcse_cli.core import scores_file
+    from esimcse_cli.core.evaluate import load_tasks
+
+    plain, kept, path = tmp_path / "plain.json", tmp_path / "kept.json", tmp_path / "s.npz"
+    args = ["eval-sts", senteval, "--model", tiny_model_dir, "--tasks", "STS12,stsb", "--device", "cpu", "--bootstrap", "120"]
+    assert run_main(*args, "--json", plain).code == 0
+    r = run_main(*args, "--json", kept, "--save-scores", path)
+    assert r.code == 0, r.stderr
+    a, b = (json.loads(p.read_text()) for p in (plain, kept))
+    a.pop("seconds"), b.pop("seconds")
+    assert a == b  # --save-scores changes nothing in the result
+    sf = scores_file.read_scores(path)
+    pairs = load_tasks(senteval, "STS12,stsb")
+    assert list(scores_file.check_pairs(sf, pairs)) == ["STS12", "STSBenchmark"]
+    assert sf.meta["model"] == str(tiny_model_dir) and sf.meta["split"] == "test" and sf.length_unit == "words"
+    assert sf.scores["STS12"].subsets and sf.scores["STS12"].diff is not None
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("target,needle", [("s.json", "--save-scores {tmp}/s.json: a scores file must end in .npz"),
+                                           ("nofolder/s.npz", "output folder {tmp}/nofolder does not exist")])
+def test_eval_sts_bad_save_scores_path_refused_before_encoding(monkeypatch, tmp_path, tiny_model_dir, senteval, target, needle):
+    from esimcse_cli.core import models
+
+    def no_load(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(models, "load_encoder", no_load)
+    r = run_main("eval-sts", senteval, "--model", tiny_model_dir, "--tasks", "stsb", "--save-scores", tmp_path / target)
+    assert r.code == 2, r.stderr
+    assert len(r.lines) == 1 and needle.format(tmp=tmp_path) in r.lines[0], r.stderr

@@ -1,4 +1,4 @@
-"""``esimcse compare``: --model/--group in command-line order, their short labels -> core compare (checks, entries,
+"""``esimcse compare``: --model/--group (models or saved .npz scores) in command-line order, their short labels -> core compare (checks, entries,
 tasks, a bar per model, JSON) -> the tables (by task; by length-difference bucket).
 """
 
@@ -36,8 +36,8 @@ from esimcse_cli.cli.options import (
 
 def compare_cmd(
     data: Data = None,
-    models: Optional[List[str]] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " Repeat; the first model (or group) is the baseline."),
-    groups: Optional[List[str]] = typer.Option(None, "--group", help="NAME=PATH,PATH,...: several seeds of one method in place of a --model; scored as their mean, its interval includes the seed spread."),
+    models: Optional[List[str]] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " Or a scores file (PATH.npz, from eval-sts --save-scores): compared without re-encoding. Repeat; the first model (or group) is the baseline."),
+    groups: Optional[List[str]] = typer.Option(None, "--group", help="NAME=PATH,PATH,...: several seeds of one method in place of a --model (model folders or .npz scores files); scored as their mean, its interval includes the seed spread."),
     data_dir: DataDir = None,
     tasks: Tasks = None,
     split: Split = "test",

@@ -69,6 +69,8 @@ def eval_sts(
     seed: BootstrapSeed = None,
     json_path: Json = None,
     csv_path: Optional[str] = typer.Option(None, "--csv", help="Write task / subset / bucket rows as CSV."),
+    scores_path: Optional[str] = typer.Option(None, "--save-scores", metavar="PATH.npz",
+                                              help="Write every pair's cosine (and length difference), for compare -m PATH.npz without re-encoding."),
     trust_remote_code: TrustRemoteCode = False,
     backend: Backend = "torch",
     quantize: Quantize = "none",
@@ -84,7 +86,7 @@ def eval_sts(
         data, data_dir, tasks, split, aggregate, pairs=pairs, pairs_columns=pairs_columns, pairs_format=pairs_format,
         model=model, pooling=pooling, max_length=max_length, batch_size=batch_size, device=device, bucket_by_length=bucket_by_length, buckets=buckets,
         length_unit=length_unit, bootstrap=bootstrap, ci=ci, seed=seed, json_path=json_path, csv_path=csv_path,
-        update_card=update_card, trust_remote_code=trust_remote_code, backend=backend, quantize=quantize, on_export=ui.info,
+        scores_path=scores_path, update_card=update_card, trust_remote_code=trust_remote_code, backend=backend, quantize=quantize, on_export=ui.info,
         progress=lambda _model, total: ui.progress_bar(total, "encoding STS sentences", unit="sent"))
     counts = result["sentences"]
     ui.info(f"{counts['total']} sentences, {counts['distinct']} distinct, encoded in {result['seconds']['encode']:.1f}s "

@@ -9,7 +9,9 @@ pooling (what its folder records, or ``--pooling`` for all) -> ``evaluate.score_
 also resample their seeds) -> the report (README, "compare JSON").
 
 An entry is a model (``--model``) or a group of seeds of one method (``--group NAME=PATH,PATH,...``);
-the first entry is the baseline every later one is compared with.
+the first entry is the baseline every later one is compared with. Wherever a model goes, a scores file
+(``PATH.npz``, :mod:`~esimcse_cli.core.scores_file`, from ``eval-sts --save-scores``) may go instead: its saved
+cosines are used as they are (nothing is encoded), once their pair fingerprints match the loaded tasks.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from esimcse_cli.core import evaluate, stats
+from esimcse_cli.core import evaluate, scores_file, stats
 from esimcse_cli.core.defaults import DEFAULT_SEED
-from esimcse_cli.core.errors import ConfigError
+from esimcse_cli.core.errors import ConfigError, InputError
 from esimcse_cli.core.evaluate import ProgressFactory
 from esimcse_cli.core.sts import Pair
 
@@ -99,20 +101,50 @@ def build_entries(items: Sequence[Tuple[str, str]], labels: Optional[Sequence[st
 
 
 def _model_key(spec: str) -> str:
-    """Two specs naming the same model folder (or hub name) share one encoding."""
+    """Two specs naming the same model folder (or hub name, or scores file) share one encoding (or reading)."""
     from esimcse_cli.core.models import resolve_model_path
 
+    if scores_file.is_scores_path(spec):
+        return "scores:" + os.path.realpath(spec)
     where, kind = resolve_model_path(spec)
     return where if kind == "hub" else os.path.realpath(where)
 
 
 def check_models(entries: Sequence[EntrySpec]) -> None:
-    """Cheap checks of every model folder before the first one is encoded (one line on the first bad one)."""
+    """Cheap checks of every model folder, and of every scores file's header, before the first model is encoded
+    (one line on the first bad one)."""
     from esimcse_cli.core.models import check_model
 
     for e in entries:
         for spec in e.specs:
-            check_model(spec)
+            if scores_file.is_scores_path(spec):
+                scores_file.read_scores(spec)
+            else:
+                check_model(spec)
+
+
+_ENTRY_KEYS = ("label", "kind", "members")  # the report's own keys: a file's meta does not overwrite them
+
+
+def saved_scores(spec: str, task_pairs: Mapping[str, Sequence[Pair]], bucket_list, length_unit: str
+                 ) -> Tuple[Dict[str, evaluate.TaskScores], dict]:
+    """A scores file as ``compare`` uses it: ``(scores of the loaded tasks, the model's meta from the file)``.
+
+    Refused in one line when a task is missing or was scored on other pairs, and, with length buckets, when
+    the file has no length differences or has them in another unit than ``--length-unit``.
+    """
+    sf = scores_file.read_scores(spec)
+    scores = scores_file.check_pairs(sf, task_pairs)
+    if bucket_list:
+        bare = [t for t, ts in scores.items() if ts.diff is None]
+        if bare:
+            raise InputError(f"{spec}: no length differences saved for {', '.join(bare)}; --bucket-by-length needs them "
+                             "(save the scores with eval-sts --bucket-by-length --save-scores)")
+        if sf.length_unit != length_unit:
+            raise InputError(f"{spec}: its length differences are in {sf.length_unit or 'an unknown unit'}, "
+                             f"not --length-unit {length_unit}")
+    meta = {"model": spec, **{k: v for k, v in sf.meta.items() if k not in _ENTRY_KEYS}, "scores_file": spec}
+    return scores, meta
 
 
 def compare_models(
@@ -133,7 +165,8 @@ def compare_models(
     trust_remote_code: bool = False,
     progress: Optional[ProgressFactory] = None,
 ) -> dict:
-    """Encode each distinct model once, score every task, and compare (the ``esimcse compare`` report)."""
+    """Encode each distinct model once (read each scores file), score every task, and compare (the ``esimcse compare``
+    report). A scores file's entry in ``models`` is its saved meta, with ``scores_file`` naming it."""
     from esimcse_cli.core.models import load_encoder
 
     _check_count(entries)
@@ -145,11 +178,14 @@ def compare_models(
     check_models(entries)
     n_distinct = len(evaluate.unique_sentences(task_pairs))
     scored: Dict[str, Tuple[dict, dict]] = {}
-    for e in entries:
-        for spec in e.specs:
-            key = _model_key(spec)
-            if key in scored:
-                continue
+    specs = [spec for e in entries for spec in e.specs]
+    for spec in specs:  # the scores files first: one scored on other pairs is refused before any model is encoded
+        key = _model_key(spec)
+        if scores_file.is_scores_path(spec) and key not in scored:
+            scored[key] = saved_scores(spec, task_pairs, bucket_list, length_unit)
+    for spec in specs:
+        key = _model_key(spec)
+        if key not in scored:
             enc = load_encoder(spec, pooling=pooling, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
             bar = progress(spec, n_distinct) if progress is not None else contextlib.nullcontext(None)
             with bar as advance:

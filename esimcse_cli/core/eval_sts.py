@@ -1,7 +1,10 @@
 """``esimcse eval-sts`` as one call: one model's STS result, and the files that keep it.
 
     check_sts_args -> card_folder (--update-card) -> load_given_tasks -> load_encoder
-      -> evaluate_loaded (a bar) -> --json, --csv, the card's evaluation section
+      -> evaluate_loaded (a bar) -> --json, --csv, --save-scores, the card's evaluation section
+
+``--save-scores PATH.npz`` keeps every pair's cosine (:mod:`~esimcse_cli.core.scores_file`), with each pair's length
+difference in ``--length-unit``, so that ``compare`` can take the file in place of the model.
 
 Every check that needs no data comes first, so a bad option or a ``--update-card`` without a model folder is
 refused before the data is read and the model loaded. The files are written before anything is shown: the
@@ -14,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from typing import List, Optional, Sequence, Tuple
 
-from esimcse_cli.core import card, evaluate
+from esimcse_cli.core import card, evaluate, scores_file
 from esimcse_cli.core.evaluate import ProgressFactory
 
 
@@ -41,6 +44,7 @@ def eval_sts(
     seed: Optional[int] = None,
     json_path: Optional[str] = None,
     csv_path: Optional[str] = None,
+    scores_path: Optional[str] = None,
     update_card: bool = False,
     trust_remote_code: bool = False,
     backend: str = "torch",
@@ -54,13 +58,16 @@ def eval_sts(
     ``progress(model, total)`` gives the encoding's bar; ``total`` is the number of distinct sentences.
     The result is :func:`~esimcse_cli.core.evaluate.evaluate_loaded`'s, which names the model, its pooling
     and max length, and counts the sentences; ``backend`` says what ran the forward (``torch``, ``onnx``,
-    ``onnx int8``: ``--backend onnx --quantize int8`` measures what quantization costs).
+    ``onnx int8``: ``--backend onnx --quantize int8`` measures what quantization costs). ``scores_path``: where
+    the per-pair scores go (``--save-scores``); the result is the same with or without it.
     """
     from esimcse_cli.core import onnx_export
     from esimcse_cli.core.models import DEFAULT_MODEL, load_encoder
 
     bootstrap, spec = evaluate.check_sts_args(split, aggregate, length_unit, batch_size, bootstrap=bootstrap, ci=ci,
                                               bucket_by_length=bucket_by_length, buckets=buckets, outputs=(json_path, csv_path))
+    if scores_path:
+        scores_file.check_scores_path(scores_path)
     onnx_export.check_backend_args(backend, quantize, pooling)
     card_dir = card.card_folder(model) if update_card else None  # the default or a hub model: refused before any work
     task_pairs = evaluate.load_given_tasks(data, data_dir, tasks, split, pairs, pairs_columns, pairs_format)
@@ -69,9 +76,19 @@ def eval_sts(
     n_distinct = len(evaluate.unique_sentences(task_pairs))
     bar = progress(model or DEFAULT_MODEL, n_distinct) if progress is not None else contextlib.nullcontext(None)
     with bar as advance:
-        result = evaluate.evaluate_loaded(enc, task_pairs, split, aggregate, spec, length_unit, batch_size, progress=advance,
-                                          bootstrap=bootstrap, level=ci, seed=seed)
+        if scores_path:
+            result, scores = _evaluate_keeping_scores(enc, task_pairs, split, aggregate, spec, length_unit, batch_size,
+                                                      advance, bootstrap, ci, seed)
+        else:
+            result = evaluate.evaluate_loaded(enc, task_pairs, split, aggregate, spec, length_unit, batch_size, progress=advance,
+                                              bootstrap=bootstrap, level=ci, seed=seed)
     written = []
+    if scores_path:
+        meta = {"model": model or DEFAULT_MODEL, **{k: result.get(k) for k in ("pooling", "max_length", "backend", "split")},
+                "name": getattr(enc, "name", "") or "", "length_unit": length_unit,
+                "encode_seconds": result["seconds"]["encode"]}
+        scores_file.save_scores(scores_path, scores, meta, pairs=task_pairs, length_unit=length_unit)
+        written.append(scores_path)
     if json_path:
         evaluate.write_json(json_path, result)
         written.append(json_path)
@@ -81,3 +98,28 @@ def eval_sts(
     if card_dir is not None:
         written.append(str(card.update_eval_section(card_dir, result)))
     return result, written
+
+
+def _evaluate_keeping_scores(enc, task_pairs, split, aggregate, spec, length_unit, batch_size, progress, bootstrap, level, seed):
+    """:func:`~esimcse_cli.core.evaluate.evaluate_loaded`'s result, and the per-task scores behind it.
+
+    The same steps in the same order (so the result is the same), except that each pair's length difference is
+    always recorded: a saved file can then be compared by length later.
+    """
+    import time
+
+    from esimcse_cli.core import stats
+
+    bucket_list = evaluate.as_buckets(spec)
+    if bootstrap is not None:
+        stats.check_options(bootstrap, level)
+    t0 = time.perf_counter()
+    scores, info = evaluate.score_tasks(enc, task_pairs, length_unit, batch_size, progress)
+    result = evaluate.result_dict(enc, evaluate.summarise(scores, split, aggregate, bucket_list), info, split, aggregate,
+                                  bucket_list, length_unit)
+    if bootstrap is not None:
+        t_b = time.perf_counter()
+        stats.add_intervals(result, scores, aggregate, bucket_list, bootstrap, level, seed)
+        result["seconds"]["bootstrap"] = round(time.perf_counter() - t_b, 3)
+    result["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+    return result, scores
