@@ -9,7 +9,7 @@
 # On the GPU machine, from the repository root, with the device tool (size STEPS / STUDY_GROUPS to one
 # command of at most 10 minutes; for issue 10's later part):
 #     run(command="OUT=$OUT STUDY_GROUPS=core STEPS=300 bash benchmarks/gpu_study.sh", carry=["device_pack"], timeout_s=600)
-# Knobs (environment): STEPS (1000), EVAL_STEPS (125), STUDY_GROUPS (core,mean_pooling,dup_rate,queue_ratio,positives),
+# Knobs (environment): STEPS (1000), EVAL_STEPS (125), STUDY_GROUPS (core,do_no_harm,ablations,official,starting_points),
 #     PACK (device_pack), DATA ($PACK/data: senteval/ + corpus/), MODEL ($PACK/model),
 #     CORPUS ($DATA/corpus/wiki1m.txt: 21,368 wiki1m sentences, 334 steps of 64 per epoch; add
 #     ,$DATA/corpus/wikisplit.txt for 36,368, 568 steps per epoch), PYTHON (python3, else python),
@@ -29,7 +29,7 @@ if [ -z "${PYTHON:-}" ]; then PYTHON="$(command -v python3 || command -v python 
 PY="$PYTHON"
 STEPS=${STEPS:-1000}
 EVAL_STEPS=${EVAL_STEPS:-125}
-STUDY_GROUPS=${STUDY_GROUPS:-core,mean_pooling,dup_rate,queue_ratio,positives}
+STUDY_GROUPS=${STUDY_GROUPS:-core,do_no_harm,ablations,official,starting_points}
 PACK=${PACK:-device_pack}
 DATA=${DATA:-$PACK/data}
 MODEL=${MODEL:-$PACK/model}

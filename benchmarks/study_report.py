@@ -2,7 +2,12 @@
 
 Every number in the section comes from a cell JSON written by ``benchmarks/study.py``, except the paper's
 reference values in :data:`PAPER`, which are quoted from issue 6 (the paper's BERT-base figures) and shown
-as such. Nothing here is hand-edited: rerun ``python benchmarks/study.py --report-only``.
+as such. Only the JSON files directly in the results folder are read (``archive/`` holds superseded studies).
+Nothing here is hand-edited: rerun ``python benchmarks/study.py --report-only``. A matrix cut short gives a
+report of the cells that finished, naming the ones that did not.
+
+The paired comparison of ESimCSE and SimCSE (``esimcse compare --group`` over ``docs/results/scores/*.npz``) is
+not wired in yet: :func:`section_compare_placeholder` says so in the report.
 """
 
 from __future__ import annotations
@@ -23,16 +28,23 @@ PAPER = {
     "avg": {"SimCSE": 76.25, "ESimCSE": 78.27},
     "dev": {"SimCSE": 82.45, "ESimCSE": 84.85, "repetition only": 84.09, "momentum queue only": 83.98},
     "stsb_buckets": {"SimCSE": (81.48, 69.24)},  # Table 1: Spearman x100 for |len diff| <= 3 and > 3
-    "best": {"dup_rate": 0.32, "queue_ratio": 2.5, "augmentation": "repetition"},
 }
-CORE = ("SimCSE", "ESimCSE", "repetition only", "momentum queue only")
+# the matrix's groups (benchmarks/study.yaml), in run order
+CORE, DO_NO_HARM, ABLATIONS, OFFICIAL, STARTS = "core", "do_no_harm", "ablations", "official", "starting_points"
+GROUP_TITLES = {CORE: "core ([CLS], 3 seeds)", DO_NO_HARM: "do no harm (pooler auto)", ABLATIONS: "ablations ([CLS])",
+                OFFICIAL: "the released code's variants ([CLS])", STARTS: "starting points (untrained)"}
+ABLATION_LABELS = ("repetition only", "momentum queue only")
 GOAL = 1.0  # issue 6's quality goal: ESimCSE's mean 7-task average beats SimCSE's by >= 1.0
+MIN_STEPS = 560  # issue 16: a cell of the one-epoch study has at least this many steps
 
 
 # ============================================================================== loading and statistics
 def load_results(results_dir: str | os.PathLike) -> List[Dict[str, Any]]:
+    """The cell JSON files directly in ``results_dir`` (subfolders such as ``archive/`` are not read)."""
     out = []
     for p in sorted(Path(results_dir).glob("*.json")):
+        if not p.is_file():
+            continue
         try:
             d = json.loads(p.read_text(encoding="utf-8"))
         except ValueError:
@@ -56,6 +68,10 @@ def fmt(x: Optional[float], nd: int = 2) -> str:
     return "—" if x is None else f"{x:.{nd}f}"
 
 
+def fmt_signed(x: Optional[float], nd: int = 2) -> str:
+    return "—" if x is None else f"{x:+.{nd}f}"
+
+
 def fmt_ms(values: Sequence[Optional[float]], nd: int = 2) -> str:
     m, s, n = mean_std(values)
     if m is None:
@@ -63,18 +79,39 @@ def fmt_ms(values: Sequence[Optional[float]], nd: int = 2) -> str:
     return f"{m:.{nd}f} ± {s:.{nd}f}" if s is not None else f"{m:.{nd}f}"
 
 
+def fmt_ci(v: Optional[float], ci: Optional[Sequence[Optional[float]]], nd: int = 2) -> str:
+    """``v [lo, hi]`` (the bootstrap interval), or ``v`` where the cell has none."""
+    if v is None:
+        return "—"
+    if ci and len(ci) == 2 and ci[0] is not None and ci[1] is not None:
+        return f"{v:.{nd}f} [{ci[0]:.{nd}f}, {ci[1]:.{nd}f}]"
+    return f"{v:.{nd}f}"
+
+
+def task_entry(doc: Dict[str, Any], task: str) -> Dict[str, Any]:
+    return doc["eval"].get("tasks", {}).get(task) or {}
+
+
 def test_score(doc: Dict[str, Any], task: str) -> Optional[float]:
-    return (doc["eval"].get("tasks", {}).get(task) or {}).get("spearman")
+    return task_entry(doc, task).get("spearman")
 
 
 def bucket(doc: Dict[str, Any], task: str, i: int) -> Optional[float]:
-    bs = (doc["eval"].get("tasks", {}).get(task) or {}).get("buckets") or []
+    bs = task_entry(doc, task).get("buckets") or []
     return bs[i]["spearman"] if len(bs) > i else None
+
+
+def gap(doc: Dict[str, Any], task: str = "STSBenchmark") -> Optional[float]:
+    g = (doc["eval"].get("gap") or {}).get(task)
+    if g is not None:
+        return g
+    lo, hi = bucket(doc, task, 0), bucket(doc, task, -1)
+    return None if lo is None or hi is None else lo - hi
 
 
 def bucket_names(docs: Sequence[Dict[str, Any]]) -> List[str]:
     for d in docs:
-        bs = (d["eval"].get("tasks", {}).get("STSBenchmark") or {}).get("buckets")
+        bs = task_entry(d, "STSBenchmark").get("buckets")
         if bs:
             return [b["name"] for b in bs]
     return ["<=3", ">3"]
@@ -86,17 +123,34 @@ def dev_best(doc: Dict[str, Any]) -> Optional[float]:
     return (doc.get("train") or {}).get("best_dev")
 
 
+def avg(doc: Dict[str, Any]) -> Optional[float]:
+    return doc["eval"].get("avg")
+
+
 def budget_of(doc: Dict[str, Any]) -> Optional[int]:
+    """The optimizer steps a trained cell was run for (its ``total_steps``; older files: ``max_steps``)."""
+    t = doc.get("train") or {}
+    if t.get("total_steps") is not None:
+        return int(t["total_steps"])
     return ((doc.get("settings") or {}).get("train") or {}).get("max_steps")
 
 
+def package_of(doc: Dict[str, Any]) -> Optional[str]:
+    return (doc.get("code") or {}).get("package_sha256")
+
+
 class Study:
-    """The finished cells, grouped by label in matrix order, restricted to one equal step budget."""
+    """The finished cells in matrix order, restricted to one equal step budget (the commonest)."""
 
     def __init__(self, docs: List[Dict[str, Any]], matrix=None):
         self.matrix = matrix
         order = {c.name: i for i, c in enumerate(matrix.cells())} if matrix is not None else {}
         docs = sorted(docs, key=lambda d: (order.get(d["cell"], 10**6), d["cell"]))
+        if matrix is not None:  # a JSON of a cell the matrix no longer has (renamed, dropped) is not this study's
+            self.unknown = [d for d in docs if d["cell"] not in order]
+            docs = [d for d in docs if d["cell"] in order]
+        else:
+            self.unknown = []
         budgets = [budget_of(d) for d in docs if d.get("kind") == "train" and budget_of(d) is not None]
         self.budget = max(set(budgets), key=lambda b: (budgets.count(b), b)) if budgets else None
         self.excluded = [d for d in docs if d.get("kind") == "train" and budget_of(d) != self.budget]
@@ -104,9 +158,16 @@ class Study:
         self.labels: Dict[str, List[Dict[str, Any]]] = {}
         for d in self.docs:
             self.labels.setdefault(d["label"], []).append(d)
+        self.by_name = {d["cell"]: d for d in self.docs}
 
     def get(self, label: str) -> List[Dict[str, Any]]:
         return self.labels.get(label, [])
+
+    def group(self, name: str) -> List[Dict[str, Any]]:
+        return [d for d in self.docs if d.get("group") == name]
+
+    def group_labels(self, name: str) -> List[str]:
+        return [lab for lab, docs in self.labels.items() if docs[0].get("group") == name]
 
     def trained(self) -> List[Dict[str, Any]]:
         return [d for d in self.docs if d.get("kind") == "train"]
@@ -114,8 +175,18 @@ class Study:
     def untrained(self) -> List[Dict[str, Any]]:
         return [d for d in self.docs if d.get("kind") == "untrained"]
 
-    def values(self, label: str, fn) -> List[Optional[float]]:
-        return [fn(d) for d in self.get(label)]
+    def start(self, pooling: str) -> Optional[Dict[str, Any]]:
+        for d in self.untrained():
+            if (d.get("settings") or {}).get("pooling") == pooling:
+                return d
+        return None
+
+    def missing(self) -> Optional[List[Tuple[str, str]]]:
+        """``(group, cell)`` of every matrix cell without a JSON here (None: no matrix to compare with)."""
+        if self.matrix is None:
+            return None
+        have = {d["cell"] for d in self.docs}
+        return [(c.group, c.name) for c in self.matrix.cells() if c.name not in have and not c.unsupported]
 
 
 # ============================================================================== tables
@@ -123,26 +194,51 @@ def _seeds(docs: Sequence[Dict[str, Any]]) -> str:
     return ", ".join(str(d.get("seed")) for d in docs)
 
 
+def _label_rows(st: Study) -> List[Tuple[str, List[Dict[str, Any]]]]:
+    return list(st.labels.items())
+
+
 def table_test(st: Study) -> str:
-    head = "| model | seeds | " + " | ".join(SHORT[t] for t in TASKS) + " | avg |"
-    rows = [head, "|" + " --- |" * (len(TASKS) + 3)]
-    for label, docs in st.labels.items():
-        if docs[0].get("group") not in ("core", "mean_pooling") and docs[0].get("kind") != "untrained":
-            continue
+    """Per model (label): mean ± std over seeds; one run: its 95% bootstrap interval."""
+    head = "| model | group | seeds | " + " | ".join(SHORT[t] for t in TASKS) + " | avg |"
+    rows = [head, "|" + " --- |" * (len(TASKS) + 4)]
+    for label, docs in _label_rows(st):
         seeds = "—" if docs[0].get("kind") == "untrained" else f"{len(docs)} ({_seeds(docs)})"
-        cells = [fmt_ms([test_score(d, t) for d in docs]) for t in TASKS]
-        rows.append(f"| {label} | {seeds} | " + " | ".join(cells) + f" | **{fmt_ms([d['eval'].get('avg') for d in docs])}** |")
+        if len(docs) == 1:
+            d = docs[0]
+            cells = [fmt_ci(test_score(d, t), task_entry(d, t).get("ci")) for t in TASKS]
+            a = fmt_ci(avg(d), d["eval"].get("avg_ci"))
+        else:
+            cells = [fmt_ms([test_score(d, t) for d in docs]) for t in TASKS]
+            a = fmt_ms([avg(d) for d in docs])
+        rows.append(f"| {label} | {docs[0].get('group')} | {seeds} | " + " | ".join(cells) + f" | **{a}** |")
     for name, v in PAPER["avg"].items():
-        rows.append(f"| paper, {name} (BERT-base, Table 5) | — | " + " | ".join("—" for _ in TASKS) + f" | {v:.2f} |")
+        rows.append(f"| paper, {name} (BERT-base, Table 5) | — | — | " + " | ".join("—" for _ in TASKS) + f" | {v:.2f} |")
+    return "\n".join(rows) + ("\n\nSeveral seeds: mean ± sample std over seeds. One run: the score [95% paired-bootstrap "
+                              "interval over the test pairs]" + _bootstrap_note(st) + ".")
+
+
+def _bootstrap_note(st: Study) -> str:
+    for d in st.docs:
+        bs = d["eval"].get("bootstrap")
+        if bs:
+            return f" ({bs.get('n')} replicates, seed {bs.get('seed')}" + (f"; {bs['strata']}" if bs.get("strata") else "") + ")"
+    return ""
+
+
+def table_test_cells(st: Study) -> str:
+    """Every cell on its own, with the bootstrap interval of each task and of the average."""
+    rows = ["| cell | " + " | ".join(SHORT[t] for t in TASKS) + " | avg |", "|" + " --- |" * (len(TASKS) + 2)]
+    for d in st.docs:
+        rows.append(f"| {d['cell']} | " + " | ".join(fmt_ci(test_score(d, t), task_entry(d, t).get("ci"), 1) for t in TASKS)
+                    + f" | {fmt_ci(avg(d), d['eval'].get('avg_ci'))} |")
     return "\n".join(rows)
 
 
 def table_dev(st: Study) -> str:
     rows = ["| model | seeds | start (step 0) | best STS-B dev | at step(s) | dev at the last step | paper (BERT-base) |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for label, docs in st.labels.items():
-        if docs[0].get("group") not in ("core", "mean_pooling") and docs[0].get("kind") != "untrained":
-            continue
+    for label, docs in _label_rows(st):
         if docs[0].get("kind") == "untrained":
             rows.append(f"| {label} | — | {fmt_ms([dev_best(d) for d in docs])} | — | — | — | — |")
             continue
@@ -154,77 +250,158 @@ def table_dev(st: Study) -> str:
     return "\n".join(rows)
 
 
+def dev_curves(docs: Sequence[Dict[str, Any]]) -> Dict[str, Dict[int, Optional[float]]]:
+    return {d["cell"]: {int(s): v for s, v in (d.get("train") or {}).get("dev_curve") or []} for d in docs}
+
+
+def table_dev_curves(st: Study) -> str:
+    """STS-B dev at every evaluation step, per core seed, with the per-method means and their difference."""
+    docs = [d for d in st.group(CORE) if (d.get("train") or {}).get("dev_curve")]
+    if not docs:
+        return "No core cell has finished yet."
+    curves = dev_curves(docs)
+    steps = sorted({s for c in curves.values() for s in c})
+    methods = {lab: [d["cell"] for d in docs if d["label"] == lab] for lab in ("SimCSE", "ESimCSE")}
+    head = ["step"] + [d["cell"] for d in docs] + [f"{lab} mean" for lab, cells in methods.items() if cells]
+    both = all(methods.values())
+    if both:
+        head.append("ESimCSE − SimCSE")
+    rows = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for s in steps:
+        vals = [fmt(curves[d["cell"]].get(s)) for d in docs]
+        means = {lab: mean_std([curves[c].get(s) for c in cells])[0] for lab, cells in methods.items() if cells}
+        vals += [fmt(m) for m in means.values()]
+        if both:
+            a, b = means.get("ESimCSE"), means.get("SimCSE")
+            vals.append(fmt_signed(None if a is None or b is None else a - b))
+        rows.append(f"| {s} | " + " | ".join(vals) + " |")
+    return "\n".join(rows)
+
+
 def table_length(st: Study) -> str:
+    """Per cell: STS-B test by length-difference bucket, the gap with its interval, the 7-task mean gap, the probe."""
     names = bucket_names(st.docs)
-    rows = [f"| model | STS-B test {names[0]} | STS-B test {names[-1]} | gap | mean gap over 7 tasks | probe: mean cosine | probe: slope per inserted token |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
-    for label, docs in st.labels.items():
-        if docs[0].get("group") not in ("core",):
-            continue
-        lo = [bucket(d, "STSBenchmark", 0) for d in docs]
-        hi = [bucket(d, "STSBenchmark", -1) for d in docs]
-        gap = [None if a is None or b is None else a - b for a, b in zip(lo, hi)]
-        probe = [d["eval"].get("probe") or {} for d in docs]
-        rows.append(f"| {label} | {fmt_ms(lo)} | {fmt_ms(hi)} | {fmt_ms(gap)} | {fmt_ms([d['eval'].get('avg_gap') for d in docs])} | "
-                    f"{fmt_ms([p.get('mean_cosine') for p in probe], 4)} | {fmt_ms([p.get('slope') for p in probe], 5)} |")
+    rows = [f"| cell | group | STS-B test {names[0]} | STS-B test {names[-1]} | STS-B gap [95% CI] | mean gap over 7 tasks [95% CI] | "
+            "probe: mean cosine | probe: slope per repeated token |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for d in st.docs:
+        e = d["eval"]
+        probe = e.get("probe") or {}
+        rows.append(f"| {d['cell']} | {d.get('group')} | {fmt_ci(bucket(d, 'STSBenchmark', 0), (task_entry(d, 'STSBenchmark').get('buckets') or [{}])[0].get('ci'))} | "
+                    f"{fmt_ci(bucket(d, 'STSBenchmark', -1), (task_entry(d, 'STSBenchmark').get('buckets') or [{}])[-1].get('ci'))} | "
+                    f"{fmt_ci(gap(d), (e.get('gap_ci') or {}).get('STSBenchmark'))} | {fmt_ci(e.get('avg_gap'), e.get('avg_gap_ci'))} | "
+                    f"{fmt(probe.get('mean_cosine'), 4)} | {fmt(probe.get('slope'), 5)} |")
+    group_rows = ["| model | cells | STS-B gap | mean gap over 7 tasks |", "| --- | --- | --- | --- |"]
+    for label, docs in _label_rows(st):
+        group_rows.append(f"| {label} | {len(docs)} | {fmt_ms([gap(d) for d in docs])} | {fmt_ms([d['eval'].get('avg_gap') for d in docs])} |")
     for name, (a, b) in PAPER["stsb_buckets"].items():
-        rows.append(f"| paper, {name} (BERT-base, Table 1) | {a:.2f} | {b:.2f} | {a - b:.2f} | — | — | — |")
+        group_rows.append(f"| paper, {name} (BERT-base, Table 1) | — | {a - b:.2f} ({a:.2f} vs {b:.2f}) | — |")
     pairs = []
     for d in st.docs:
-        bs = (d["eval"].get("tasks", {}).get("STSBenchmark") or {}).get("buckets") or []
+        bs = task_entry(d, "STSBenchmark").get("buckets") or []
         if bs:
             pairs = [f"{b['name']}: {b['pairs']} pairs" for b in bs]
             break
     unit = next((d["eval"].get("length_unit") for d in st.docs if d["eval"].get("length_unit")), "words")
     probe = next((d["eval"].get("probe") for d in st.docs if d["eval"].get("probe")), None)
-    note = (f"\n\nBuckets by |len(a) − len(b)| in {unit} of the SentEval text ({'; '.join(pairs)}). "
-            "Gap = first bucket − last bucket (positive: pairs of similar length score better).")
+    note = (f"Buckets by |len(a) − len(b)| in {unit} of the SentEval text ({'; '.join(pairs)}). "
+            "Gap = first bucket − last bucket (positive: pairs of similar length score better); the interval is the "
+            "95% paired bootstrap over the test pairs.")
     if probe:
         note += (f" Probe: {probe.get('sentences')} STS sentences and their word-repeated copies "
                  f"(dup rate {probe.get('dup_rate')}, {probe.get('variant')} formula, seed {probe.get('seed')}); "
                  "a negative slope means the cosine of a sentence and its own repeated copy falls as more tokens are repeated.")
-    return "\n".join(rows) + note
+    return "\n".join(rows) + "\n\nPer model (mean ± std over seeds):\n\n" + "\n".join(group_rows) + "\n\n" + note
 
 
-def table_sweeps(st: Study) -> str:
-    out = []
-    if st.matrix is None:
-        return ""
-    by_name = {d["cell"]: d for d in st.docs}
-    for g in st.matrix.groups:
-        if not g.sweep or g.unsupported:
-            continue
-        docs = [by_name[c.name] for c in g.cells if c.name in by_name]
-        if not docs:
-            continue
-        if g.reference and g.reference in by_name:
-            docs.append(by_name[g.reference])
-        docs.sort(key=lambda d: d["config"].get(g.sweep))
-        rows = [f"| {g.sweep} | cell | best STS-B dev (step) | test avg |", "| --- | --- | --- | --- |"]
-        for d in docs:
-            t = d["train"]
-            rows.append(f"| {d['config'].get(g.sweep)} | {d['cell']} | {fmt(t.get('best_dev'))} ({t.get('best_step')}) | {fmt(d['eval'].get('avg'))} |")
-        out.append(f"**{g.sweep} sweep** (ESimCSE, seed {docs[0].get('seed')}; the paper's best: {PAPER['best'].get(g.sweep)})\n\n" + "\n".join(rows))
-    return "\n\n".join(out)
+def table_do_no_harm(st: Study) -> str:
+    """The default --pooler auto cells against the untrained model with its own (mean) pooling."""
+    start = st.start("avg")
+    docs = st.group(DO_NO_HARM)
+    if not docs:
+        return "Not measured yet (the do_no_harm cells are not finished)."
+    a0 = avg(start) if start else None
+    rows = ["| cell | pooler (trained → exported) | start dev (step 0) | best dev (step) | test avg [95% CI] | Δ test avg vs untrained avg | verdict |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    if start:
+        rows.append(f"| {start['cell']} | {(start.get('settings') or {}).get('pooling')} | {fmt(dev_best(start))} | — | "
+                    f"{fmt_ci(a0, start['eval'].get('avg_ci'))} | — | the start |")
+    for d in docs:
+        t = d.get("train") or {}
+        pool = t.get("pooler") or {}
+        pooled = f"{pool.get('train', (d.get('config') or {}).get('pooler'))} → {pool.get('exported', d['eval'].get('pooling'))}"
+        delta = None if a0 is None or avg(d) is None else avg(d) - a0
+        if t.get("best_step") == 0:
+            verdict = "kept the starting model (no step beat it on dev)"
+        elif delta is None:
+            verdict = "—"
+        elif delta >= 0:
+            verdict = "no harm on the test average"
+        else:
+            verdict = "**below the start** on the test average"
+        rows.append(f"| {d['cell']} | {pooled} | {fmt(t.get('start_dev'))} | {fmt(t.get('best_dev'))} ({t.get('best_step')}) | "
+                    f"{fmt_ci(avg(d), d['eval'].get('avg_ci'))} | {fmt_signed(delta)} | {verdict} |")
+    return "\n".join(rows) + ("\n\nΔ is a difference of two point estimates; whether it is beyond noise is the paired "
+                              "test of the comparison section (per-pair scores in `docs/results/scores/`).")
 
 
 def table_cost(st: Study) -> str:
     rows = ["| cell | steps | s/step (training only) | sentences/s (training only) | train wall s (incl. dev evals) | "
-            "test eval + probe s | cell wall s |", "| --- | --- | --- | --- | --- | --- | --- |"]
+            "test eval + probe s | bootstrap s | cell wall s | device |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for d in st.docs:
         t = d.get("train") or {}
         rows.append(f"| {d['cell']} | {t.get('steps', '—')} | {fmt(t.get('step_seconds_mean'))} | {fmt(t.get('sentences_per_s'), 1)} | "
-                    f"{fmt(t.get('wall_s'), 0)} | {fmt(d['eval'].get('seconds'), 0)} | {fmt(d.get('wall_s'), 0)} |")
+                    f"{fmt(t.get('wall_s'), 0)} | {fmt(d['eval'].get('seconds'), 0)} | {fmt(d['eval'].get('bootstrap_seconds'), 1)} | "
+                    f"{fmt(d.get('wall_s'), 0)} | {t.get('device', '—')} |")
     tot = sum(float(d.get("wall_s") or 0) for d in st.docs)
-    heads: Dict[str, List[str]] = {}
+    resumed = [d["cell"] for d in st.trained() if (d.get("train") or {}).get("resumed_from_step")]
+    note = f"\n\nTotal wall time of these cells: {tot / 3600:.2f} h."
+    if resumed:
+        note += (f" Resumed from a saved state (their step time and wall time cover the last part only): {', '.join(resumed)}.")
+    machines = sorted({d.get("machine") for d in st.docs if d.get("machine")})
+    if machines:
+        note += " Machine: " + "; ".join(machines) + "."
+    return "\n".join(rows) + note
+
+
+def code_check(st: Study) -> Tuple[bool, str]:
+    """Whether every cell ran one package version (``code.package_sha256``), and the text that says so."""
+    if not st.docs:
+        return True, "No cell yet."
+    by: Dict[Optional[str], List[str]] = {}
     for d in st.docs:
-        head = (d.get("code") or {}).get("git_head")
-        heads.setdefault(head[:10] if head else "not recorded", []).append(d["cell"])
-    code = "; ".join(f"`{h}`: {', '.join(cells)}" for h, cells in heads.items())
-    return "\n".join(rows) + f"\n\nTotal wall time of these cells: {tot / 60:.1f} min. Code (git HEAD when the run started): {code}."
+        by.setdefault(package_of(d), []).append(d["cell"])
+    known = {k: v for k, v in by.items() if k is not None}
+    main = max(known, key=lambda k: len(known[k])) if known else None
+    heads = sorted({(d.get("code") or {}).get("git_head", "")[:10] for d in st.docs if (d.get("code") or {}).get("git_head")})
+    dirty = [d["cell"] for d in st.docs if (d.get("code") or {}).get("uncommitted")]
+    if len(by) == 1 and main is not None:
+        text = (f"**All {len(st.docs)} cells ran one package version**: `package_sha256` {main[:16]} (sha256 over the "
+                f"`esimcse_cli` sources the study imported), git HEAD at their start {', '.join(f'`{h}`' for h in heads)}.")
+        ok = True
+    else:
+        ref = next((d for d in st.docs if package_of(d) == main), None)
+        ref_files = (ref.get("code") or {}).get("package_files") or {} if ref else {}
+        odd = []
+        for d in st.docs:
+            p = package_of(d)
+            if p == main:
+                continue
+            if p is None:
+                odd.append(f"`{d['cell']}` (no code version recorded)")
+                continue
+            files = (d.get("code") or {}).get("package_files") or {}
+            diff = sorted(f for f in set(files) | set(ref_files) if files.get(f) != ref_files.get(f))
+            odd.append(f"`{d['cell']}` ({p[:16]}" + (f"; differs in {', '.join(diff[:6])}" + (" ..." if len(diff) > 6 else "") if diff else "") + ")")
+        text = (f"**The cells did not all run one package version.** Most ({len(known.get(main, []))} of {len(st.docs)}) ran "
+                f"`package_sha256` {main[:16] if main else '—'}; the odd ones out: {'; '.join(odd)}. Re-run them on one version "
+                "(`python benchmarks/study.py --redo-other-code`, or `--cells ... --force`).")
+        ok = False
+    if dirty:
+        text += f" Ran with uncommitted changes in the imported package files: {', '.join(dirty)}."
+    return ok, text
 
 
-# ============================================================================== claims and proposal
+# ============================================================================== claims and hypotheses
 def _mean(values) -> Optional[float]:
     return mean_std(values)[0]
 
@@ -238,8 +415,8 @@ def claims(st: Study) -> Tuple[str, Dict[str, Any]]:
     paper_dd = PAPER["dev"]["ESimCSE"] - PAPER["dev"]["SimCSE"]
     # ---- claim 1
     if S and E:
-        ms, ss, ns = mean_std([d["eval"].get("avg") for d in S])
-        me, se_, ne = mean_std([d["eval"].get("avg") for d in E])
+        ms, ss, ns = mean_std([avg(d) for d in S])
+        me, se_, ne = mean_std([avg(d) for d in E])
         d = me - ms
         noise = max([x for x in (ss, se_) if x is not None], default=None)
         se = math.sqrt((ss or 0) ** 2 / ns + (se_ or 0) ** 2 / ne) if (ss is not None or se_ is not None) else None
@@ -270,20 +447,20 @@ def claims(st: Study) -> Tuple[str, Dict[str, Any]]:
             lines.append(f"   On STS-B dev (best checkpoint): {de:.2f} vs {ds:.2f}, {de - ds:+.2f} (paper: +{paper_dd:.2f})"
                          + (f"; seed std up to {sd:.2f}." if sd is not None else "."))
     else:
-        lines.append("1. *ESimCSE beats SimCSE*: not measured yet (the SimCSE and ESimCSE cells are not finished).")
+        lines.append("1. *ESimCSE beats SimCSE*: not measured yet (the SimCSE and ESimCSE core cells are not finished).")
     # ---- claim 2
     ref = [dev_best(x) for x in S]
     ms, ss, _ = mean_std(ref)
     parts = []
-    for label in ("repetition only", "momentum queue only"):
+    for label in ABLATION_LABELS:
         docs = st.get(label)
         if not docs or ms is None:
             parts.append(f"{label}: not measured yet")
             continue
         v = _mean([dev_best(x) for x in docs])
         d = v - ms
-        tv = _mean([x["eval"].get("avg") for x in docs])
-        tS = _mean([x["eval"].get("avg") for x in S])
+        tv = _mean([avg(x) for x in docs])
+        tS = _mean([avg(x) for x in S])
         helps = d > (ss or 0) if ss is not None else d > 0
         parts.append(f"{label} {v:.2f} on dev ({d:+.2f} against SimCSE's {ms:.2f}"
                      + (f" ± {ss:.2f}" if ss is not None else "") + f"; paper {PAPER['dev'][label]:.2f} vs {PAPER['dev']['SimCSE']:.2f}), "
@@ -291,43 +468,36 @@ def claims(st: Study) -> Tuple[str, Dict[str, Any]]:
                                                              "helps, single seed" if helps else "does not help here"))
         fig[f"d_dev_{label}"] = d
     lines.append("2. *Each part helps on its own* (STS-B dev, best checkpoint): " + "; ".join(parts) + ".")
-    # ---- claim 3
-    parts = []
-    if st.matrix is not None:
-        by_name = {d["cell"]: d for d in st.docs}
-        for g in st.matrix.groups:
-            if not g.sweep or g.unsupported:
-                continue
-            docs = [by_name[c.name] for c in g.cells if c.name in by_name]
-            if g.reference in by_name:
-                docs.append(by_name[g.reference])
-            if len(docs) < 2:
-                parts.append(f"{g.sweep}: not run yet")
-                continue
-            best = max(docs, key=lambda x: x["train"].get("best_dev") or -1e9)
-            bv = best["config"].get(g.sweep)
-            ok = bv == PAPER["best"].get(g.sweep)
-            parts.append(f"{g.sweep}: best on dev at {bv} over {sorted(x['config'].get(g.sweep) for x in docs)} "
-                         f"(single seed; {'matches' if ok else 'differs from'} the paper's {PAPER['best'].get(g.sweep)})")
-    lines.append("3. *dup_rate 0.32 and a 2.5× queue are best*: " + ("; ".join(parts) if parts else "not run") + ".")
-    # ---- claim 4
+    # ---- claim 3: the released code's variants
+    off = st.group(OFFICIAL)
+    if off and E:
+        o = off[0]
+        me, se_, _ = mean_std([avg(x) for x in E])
+        do = avg(o) - me if avg(o) is not None and me is not None else None
+        fig["d_official"] = do
+        lines.append(f"3. *The released code's formulas* (`repetition_variant` and `momentum_variant` official; max_grad_norm 1.0): "
+                     f"`{o['cell']}` test avg {fmt_ci(avg(o), o['eval'].get('avg_ci'))}, {fmt_signed(do)} against the paper-formula "
+                     f"ESimCSE mean {fmt(me)}" + (f" (seed std {se_:.2f})" if se_ is not None else "") + f"; best dev {fmt(dev_best(o))}.")
+    else:
+        lines.append("3. *The released code's formulas*: not measured yet.")
+    # ---- claim 4: length bias
     if S:
         lo = _mean([bucket(d, "STSBenchmark", 0) for d in S])
         hi = _mean([bucket(d, "STSBenchmark", -1) for d in S])
         pa, pb = PAPER["stsb_buckets"]["SimCSE"]
         if lo is not None and hi is not None:
-            gap = lo - hi
-            fig["simcse_gap"] = gap
+            g = lo - hi
+            fig["simcse_gap"] = g
             txt = (f"4. *SimCSE is biased by length* (paper, STS-B: {pa:.2f} for length difference ≤ 3 vs {pb:.2f} for > 3, gap {pa - pb:.2f}): "
-                   f"here SimCSE scores {lo:.2f} vs {hi:.2f}, gap {gap:+.2f}: "
-                   + ("**the direction reproduces** (similar-length pairs score higher)" if gap > 0 else "**does not reproduce** (no advantage for similar-length pairs)"))
+                   f"here SimCSE scores {lo:.2f} vs {hi:.2f}, gap {g:+.2f}: "
+                   + ("**the direction reproduces** (similar-length pairs score higher)" if g > 0 else "**does not reproduce** (no advantage for similar-length pairs)"))
             if E:
                 le = _mean([bucket(d, "STSBenchmark", 0) for d in E])
                 he = _mean([bucket(d, "STSBenchmark", -1) for d in E])
                 if le is not None and he is not None:
                     fig["esimcse_gap"] = le - he
-                    txt += (f"; ESimCSE's gap is {le - he:+.2f} ({'smaller' if le - he < gap else 'not smaller'} than SimCSE's, "
-                            f"by {abs(gap - (le - he)):.2f}; paper's claim: repetition reduces this bias)")
+                    txt += (f"; ESimCSE's gap is {le - he:+.2f} ({'smaller' if le - he < g else 'not smaller'} than SimCSE's, "
+                            f"by {abs(g - (le - he)):.2f}; paper's claim: repetition reduces this bias)")
             ps = _mean([(d["eval"].get("probe") or {}).get("slope") for d in S])
             pe = _mean([(d["eval"].get("probe") or {}).get("slope") for d in E]) if E else None
             if ps is not None:
@@ -335,30 +505,41 @@ def claims(st: Study) -> Tuple[str, Dict[str, Any]]:
             lines.append(txt + ".")
     else:
         lines.append("4. *SimCSE is biased by length*: not measured yet.")
+    # ---- claim 5: do no harm
+    start = st.start("avg")
+    dnh = st.group(DO_NO_HARM)
+    if start and dnh and avg(start) is not None:
+        parts = []
+        for d in dnh:
+            delta = None if avg(d) is None else avg(d) - avg(start)
+            parts.append(f"{d['label']} {fmt(avg(d))} ({fmt_signed(delta)}, best dev at step {(d.get('train') or {}).get('best_step')})")
+            fig[f"dnh_{d['cell']}"] = delta
+        lines.append(f"5. *Training with the default pooler does no harm* to the untrained mean-pooling start (test avg "
+                     f"{avg(start):.2f}): " + "; ".join(parts) + ".")
+    else:
+        lines.append("5. *Training with the default pooler does no harm*: not measured yet.")
     return "\n".join(lines), fig
 
 
-def proposal(st: Study, fig: Dict[str, Any]) -> str:
-    """What the numbers suggest would change the outcome (only when ESimCSE misses the 1.0 goal)."""
+def hypotheses(st: Study, fig: Dict[str, Any]) -> str:
+    """What the numbers suggest (only when ESimCSE misses the 1.0 goal, or cannot be compared yet)."""
     if "d_test" not in fig or fig["d_test"] >= GOAL:
         return ""
     out = []
-    tr = [d for d in st.trained() if d["label"] in CORE]
+    tr = [d for d in st.trained() if d.get("group") in (CORE, ABLATIONS)]
     if not tr:
         return ""
     steps = st.budget or 0
     at_end = [d for d in tr if d["train"].get("best_step") == d["train"].get("total_steps")]
     early = [d for d in tr if (d["train"].get("best_step") or 0) <= steps / 2]
     gain = _mean([(d["train"].get("best_dev") or 0) - (d["train"].get("start_dev") or 0) for d in tr if d["train"].get("start_dev") is not None])
-    # budget
     if len(at_end) * 2 >= len(tr):
-        out.append(f"- **Budget.** In {len(at_end)} of {len(tr)} core runs the best STS-B dev score came at the last step ({steps}): "
-                   f"dev was still rising when the budget ran out (mean gain over the start: {fmt(gain)}). A larger step budget "
-                   "(e.g. the GPU script, `benchmarks/gpu_study.sh`) is the first thing to try.")
+        out.append(f"- **Budget.** In {len(at_end)} of {len(tr)} [CLS] runs the best STS-B dev score came at the last step ({steps}): "
+                   f"dev was still rising when the epoch ended (mean gain over the start: {fmt(gain)}). More than one epoch "
+                   "(a larger corpus) is the first thing to try.")
     else:
-        out.append(f"- **Budget.** Only {len(at_end)} of {len(tr)} core runs peaked at the last step ({steps}); "
+        out.append(f"- **Budget.** Only {len(at_end)} of {len(tr)} [CLS] runs peaked at the last step ({steps}); "
                    f"the mean gain over the start is {fmt(gain)}. More steps alone are unlikely to open the gap.")
-    # the gap over training
     curves = {}
     for label in ("SimCSE", "ESimCSE"):
         acc: Dict[int, List[float]] = {}
@@ -374,49 +555,44 @@ def proposal(st: Study, fig: Dict[str, Any]) -> str:
                  else "falling or flat: ESimCSE does not gain on SimCSE as training goes on")
         out.append(f"- **The gap over training.** Mean ESimCSE − SimCSE dev at steps {', '.join(map(str, common))}: "
                    f"{', '.join(f'{x:+.2f}' for x in diffs)} ({trend}).")
-    # learning rate
     if len(early) * 2 > len(tr):
-        out.append(f"- **Learning rate.** {len(early)} of {len(tr)} runs peaked in the first half of the budget and then fell back: "
+        out.append(f"- **Learning rate.** {len(early)} of {len(tr)} runs peaked in the first half of the epoch and then fell back: "
                    "a lower learning rate (or a shorter schedule) should keep the early gain.")
-    elif len(at_end) * 2 >= len(tr):
-        lr = (tr[0].get("config") or {}).get("lr")
-        out.append(f"- **Learning rate.** Runs were still improving at the end with lr {lr}; at this short budget a higher peak "
-                   "learning rate is the cheap alternative to more steps (check it on dev: the model starts sentence-fine-tuned).")
-    # momentum
     m = (tr[0].get("config") or {}).get("momentum")
     if m is not None and steps:
-        moved = 1 - float(m) ** steps
+        txt = (f"- **Momentum.** With momentum {m} and {steps} steps the momentum encoder's weights keep "
+               f"{100 * float(m) ** steps:.0f}% of the starting model's ({m}^{steps})")
         q = fig.get("d_dev_momentum queue only")
-        txt = (f"- **Momentum variant.** With momentum {m} and {steps} steps, the momentum encoder's weights are still "
-               f"{100 * (1 - moved):.0f}% those of the starting model ({m}^{steps}), so the queue's negatives come from an "
-               "encoder close to the untrained one")
         if q is not None:
             txt += f"; the queue alone changed dev by {q:+.2f} against SimCSE"
-        txt += (". Compare `--momentum-variant official` (the released code's EMA inside the forward, sharing the online MLP) "
-                "and a lower momentum at short budgets.")
-        out.append(txt)
-    # pooling
-    cls0 = [d for d in st.untrained() if d["settings"].get("pooling") == "cls_before_pooler"]
-    avg0 = [d for d in st.untrained() if d["settings"].get("pooling") == "avg"]
+        if fig.get("d_official") is not None:
+            txt += f"; the released code's variants changed the test avg by {fig['d_official']:+.2f} against paper-formula ESimCSE"
+        out.append(txt + ".")
+    cls0, avg0 = st.start("cls_before_pooler"), st.start("avg")
     if cls0 and avg0:
-        best_core = max((_mean([x["eval"].get("avg") for x in st.get(label)]) or -1e9) for label in CORE if st.get(label)) if any(st.get(l) for l in CORE) else None
-        a0 = avg0[0]["eval"].get("avg")
-        c0 = cls0[0]["eval"].get("avg")
+        best_core = max((_mean([avg(x) for x in st.get(label)]) or -1e9) for label in ("SimCSE", "ESimCSE") if st.get(label)) \
+            if any(st.get(lab) for lab in ("SimCSE", "ESimCSE")) else None
+        a0, c0 = avg(avg0), avg(cls0)
         txt = (f"- **Pooling.** The untrained model scores {fmt(c0)} (test avg) with [CLS] and {fmt(a0)} with mean pooling, the pooling it "
                "was fine-tuned with")
         if best_core is not None and a0 is not None:
-            txt += f"; the best trained [CLS] setting reaches {best_core:.2f}"
-            txt += " — below the untrained mean-pooling start" if best_core < a0 else ""
-        mp = [st.get(l) for l in ("SimCSE (avg)", "ESimCSE (avg)")]
-        if all(mp):
-            s_, e_ = (_mean([x["eval"].get("avg") for x in g]) for g in mp)
-            txt += f". With mean pooling in training: SimCSE {s_:.2f}, ESimCSE {e_:.2f} ({e_ - s_:+.2f})"
-        else:
-            txt += ". The mean-pooling group (`--only mean_pooling`) measures whether either method still moves that start"
+            txt += f"; the best trained [CLS] method reaches {best_core:.2f}" + (" — below the untrained mean-pooling start" if best_core < a0 else "")
         out.append(txt + ".")
     out.append("- **Model.** The default model is a sentence-fine-tuned MiniLM, not the raw BERT-base of the paper; ESimCSE's claims "
                "are about unsupervised training from a raw encoder, which this study does not test.")
     return "\n".join(out)
+
+
+def section_compare_placeholder(st: Study) -> str:
+    """PLACEHOLDER: the paired ESimCSE-vs-SimCSE test (``esimcse compare --group``) from ``docs/results/scores/*.npz``.
+
+    Not wired in yet: it will read each cell's per-pair test cosines (``scores_file.load_scores``) and compare the
+    core groups pair by pair. Until then the report says which score files are there.
+    """
+    have = [d["cell"] for d in st.docs if (d.get("scores") or {}).get("path")]
+    return ("*Not generated yet*: the paired comparison (`esimcse compare --group`, ESimCSE's seeds against SimCSE's, "
+            "and each cell against `untrained-avg`) will be computed from the per-pair test cosines in "
+            f"`docs/results/scores/` ({len(have)} of {len(st.docs)} cells have one).")
 
 
 # ============================================================================== plots
@@ -443,17 +619,13 @@ def _finish(fig, path: Path) -> Path:
     return path
 
 
-def _core_labels(st: Study) -> List[str]:
-    return [lab for lab, docs in st.labels.items() if docs[0].get("group") == "core"]
-
-
 def plot_dev_curves(st: Study, path: Path) -> Optional[Path]:
-    tr = [d for d in st.trained() if d.get("train", {}).get("dev_curve")]
+    tr = [d for d in st.group(CORE) if d.get("train", {}).get("dev_curve")]
     if not tr:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    colors = {}
+    colors: Dict[str, str] = {}
     for d in tr:
         lab = d["label"]
         if lab not in colors:
@@ -462,13 +634,13 @@ def plot_dev_curves(st: Study, path: Path) -> Optional[Path]:
         ys = [v for s, v in d["train"]["dev_curve"] if v is not None]
         ax.plot(xs, ys, color=colors[lab], alpha=0.75, marker=".", label=lab)
     handles, labels = ax.get_legend_handles_labels()
-    seen = {}
+    seen: Dict[str, Any] = {}
     for h, lab in zip(handles, labels):
         seen.setdefault(lab, h)
     ax.legend(seen.values(), seen.keys(), fontsize=8)
     ax.set_xlabel("optimizer step (batch 64)")
     ax.set_ylabel("STS-B dev Spearman x100")
-    ax.set_title("STS-B dev during training (one line per seed)")
+    ax.set_title("STS-B dev during training, core cells (one line per seed)")
     ax.grid(alpha=0.3)
     return _finish(fig, path)
 
@@ -476,19 +648,18 @@ def plot_dev_curves(st: Study, path: Path) -> Optional[Path]:
 def plot_test(st: Study, path: Path) -> Optional[Path]:
     import numpy as np
 
-    labels = _core_labels(st)
+    labels = list(st.labels)
     if not labels:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    fig, ax = plt.subplots(figsize=(11, 4.8))
     cols = list(TASKS) + ["avg"]
     width = 0.8 / len(labels)
     for j, lab in enumerate(labels):
         docs = st.get(lab)
         ms, ss = [], []
         for t in cols:
-            vals = [d["eval"].get("avg") if t == "avg" else test_score(d, t) for d in docs]
-            m, s, _ = mean_std(vals)
+            m, s, _ = mean_std([avg(d) if t == "avg" else test_score(d, t) for d in docs])
             ms.append(np.nan if m is None else m)
             ss.append(0.0 if s is None else s)
         xs = np.arange(len(cols)) + (j - (len(labels) - 1) / 2) * width
@@ -497,8 +668,8 @@ def plot_test(st: Study, path: Path) -> Optional[Path]:
     ax.set_xticklabels([SHORT.get(t, t) for t in cols])
     ax.set_ylabel("test Spearman x100 (mean ± std over seeds)")
     lo = np.nanmin([test_score(d, t) or np.nan for lab in labels for d in st.get(lab) for t in TASKS] or [0])
-    ax.set_ylim(max(0, lo - 5), None)
-    ax.legend(fontsize=8, ncol=3)
+    ax.set_ylim(max(0, (lo if np.isfinite(lo) else 5) - 5), None)
+    ax.legend(fontsize=7, ncol=3)
     ax.set_title("STS test sets")
     ax.grid(axis="y", alpha=0.3)
     return _finish(fig, path)
@@ -507,7 +678,7 @@ def plot_test(st: Study, path: Path) -> Optional[Path]:
 def plot_length(st: Study, path: Path) -> Optional[Path]:
     import numpy as np
 
-    labels = _core_labels(st)
+    labels = [lab for lab, docs in st.labels.items() if docs[0].get("kind") == "train"]
     if not labels:
         return None
     names = bucket_names(st.docs)
@@ -559,89 +730,102 @@ def setup_text(st: Study) -> str:
     tr = st.trained()
     if not tr:
         return "No trained cell is finished yet."
-    c = tr[0]["config"]
-    t = tr[0]["train"]
-    corpus = t.get("corpus") or {}
-    n = corpus.get("sentences")
+    c = tr[0].get("config") or {}
+    t = tr[0].get("train") or {}
+    corpus = tr[0].get("corpus") or {}
+    n = corpus.get("sentences") or (t.get("corpus") or {}).get("sentences")
     sents = (st.budget or 0) * c.get("batch_size", 0) * c.get("grad_accum", 1)
-    frac = f" ({100 * sents / n:.0f}% of one pass over {n:,} sentences)" if n else ""
-    settings = tr[0].get("settings", {})
-    files = ", ".join(Path(x["path"]).name + (" (last line dropped)" if x.get("drop_last_line") else "") for x in settings.get("corpus", []))
-    evs = sorted({d["config"].get("eval_steps") for d in tr})
+    files = ", ".join(f"`{Path(x['path']).name}`" + (" (last line dropped)" if x.get("drop_last_line") else "")
+                      + (f" (column {x['column']})" if x.get("column") else "")
+                      for x in ((tr[0].get("settings") or {}).get("corpus") or {}).get("files", []))
+    frac = f" = {sents / n:.2f} passes over the {n:,} sentences" if n else ""
+    dedupe = " de-duplicated (blank lines and lines already seen skipped)" if corpus.get("dedupe") else ""
+    evs = sorted({(d.get("config") or {}).get("eval_steps") for d in tr if (d.get("config") or {}).get("eval_steps")})
+    dev_steps = [s for s, _ in t.get("dev_curve") or []]
+    bs = next((d["eval"].get("bootstrap") for d in st.docs if d["eval"].get("bootstrap")), None)
     model = c.get("model")
-    cost = []
-    for label in ("SimCSE", "ESimCSE"):
-        sp = _mean([d["train"].get("step_seconds_mean") for d in st.get(label)])
-        if sp is not None:
-            cost.append(f"{label} {sp:.1f} s/step")
-    ev_s = _mean([d["eval"].get("seconds") for d in st.docs])
-    cell_s = _mean([d.get("wall_s") for d in tr])
-    machine = tr[0].get("machine", "")
-    why = ""
-    if cost and ev_s is not None and cell_s is not None:
-        why = (f" Why this budget: on the machine that ran it ({machine}; shared with other jobs) a training step took "
-               f"{', '.join(cost)}, the 7-task test evaluation with the probe {ev_s:.0f} s and a whole trained cell "
-               f"{cell_s / 60:.1f} min on average, so the fixed evaluation cost dominates and the budget was set for the "
-               "core matrix to finish in a few hours of wall time; `benchmarks/gpu_study.sh` runs the same matrix at a larger one.")
+    shell = corpus.get("shell_reproduces")
     return (f"Model `{model}`" + (" (the bundled all-MiniLM-L6-v2: sentence-fine-tuned, 6 layers, 384 dims — not the paper's "
                                   "raw BERT-base)" if model == "default" else "") + ". "
-            f"Training pooler `{c.get('pooler')}` (MLP in training: {c.get('mlp')}), tested with the exported pooling. "
             f"Batch {c.get('batch_size')}, max length {c.get('max_length')}, lr {c.get('lr')} ({c.get('scheduler')} decay), "
             f"temperature {c.get('temperature')}, dup_rate {c.get('dup_rate')}, queue {c.get('queue_ratio')}× batch, "
-            f"momentum {c.get('momentum')} ({c.get('momentum_variant')}), bf16 {c.get('bf16')}. "
-            f"Corpus: {files}{frac}.\n\n"
-            f"**Equal step budget: {st.budget} optimizer steps per trained cell** = {sents:,} sentences; STS-B dev every "
-            f"{'/'.join(map(str, evs))} steps (plus step 0 and the last step); the best dev checkpoint is tested. "
-            "Test: SentEval's 7 tasks (STS12-16 `all` setting, STS-B and SICK-R test), Spearman x100 of cosine. "
-            "mean ± std is over seeds (sample std); a value without ± is one run." + why)
+            f"momentum {c.get('momentum')}, bf16 {c.get('bf16')}; the [CLS] groups train [CLS] + MLP and test raw [CLS], "
+            "the do-no-harm group uses `--pooler auto`.\n\n"
+            f"Corpus: {files}{dedupe}: **{f'{n:,}' if n else '?'} sentences**" + (f" (sha256 {corpus['sha256'][:12]})" if corpus.get("sha256") else "")
+            + (". The recorded `esimcse train` line rebuilds the same file with a shell pipeline (checked byte for byte)" if shell else "")
+            + ".\n\n"
+            f"**Equal step budget: {st.budget} optimizer steps per trained cell** ({sents:,} sentences{frac}); STS-B dev every "
+            f"{'/'.join(map(str, evs))} steps plus step 0 and the last step (steps {', '.join(map(str, dev_steps))}); "
+            "the best dev checkpoint is tested. Test: SentEval's 7 tasks (STS12-16 `all` setting, STS-B and SICK-R test), "
+            "Spearman x100 of cosine"
+            + (f", with {bs.get('level', 0.95):.0%} paired-bootstrap intervals ({bs.get('n')} replicates, seed {bs.get('seed')})" if bs else "")
+            + ". mean ± std is over seeds (sample std).")
+
+
+def status_text(st: Study) -> str:
+    lines = []
+    missing = st.missing()
+    if missing is None:
+        lines.append(f"{len(st.docs)} cell(s) (no matrix given: missing cells not known).")
+    elif not missing:
+        lines.append(f"**All {len(st.docs)} cells of the matrix have finished.**")
+    else:
+        by: Dict[str, List[str]] = {}
+        for g, n in missing:
+            by.setdefault(g, []).append(n)
+        lines.append(f"**{len(st.docs)} of {len(st.docs) + len(missing)} cells have finished; missing**: "
+                     + "; ".join(f"{GROUP_TITLES.get(g, g)}: {', '.join(ns)}" for g, ns in by.items()) + ".")
+    short = [d["cell"] for d in st.trained() if (budget_of(d) or 0) < MIN_STEPS]
+    if short:
+        lines.append(f"Trained cells with fewer than {MIN_STEPS} steps (not the one-epoch study): {', '.join(short)}.")
+    for d in st.excluded:
+        lines.append(f"`{d['cell']}` left out: its step budget ({budget_of(d)}) differs from the study's ({st.budget}).")
+    if st.unknown:
+        lines.append(f"Not in the matrix, left out: {', '.join(d['cell'] for d in st.unknown)}.")
+    if st.matrix is not None:
+        for g in st.matrix.groups:
+            if g.unsupported:
+                lines.append(f"Group `{g.name}` ({', '.join(c.name for c in g.cells)}): not run — {g.unsupported}.")
+    lines.append(code_check(st)[1])
+    return "\n\n".join(lines)
 
 
 def build_markdown(st: Study, md_path: Path, plots: Dict[str, Optional[Path]]) -> str:
     parts = ["## Results study (ESimCSE vs SimCSE)", ""]
     if not st.docs:
         parts.append("No cell has finished yet.")
+        missing = st.missing()
+        if missing:
+            parts += ["", f"Missing: {', '.join(n for _, n in missing)}."]
+        for d in st.excluded:
+            parts += ["", f"`{d['cell']}` left out: its step budget ({budget_of(d)}) differs from the study's ({st.budget})."]
         return "\n".join(parts)
-    parts += [setup_text(st), ""]
+    parts += [setup_text(st), "", "### Cells and code version", "", status_text(st), ""]
     c_text, fig = claims(st)
     parts += ["### Which claims reproduce at this scale", "", c_text, ""]
-    prop = proposal(st, fig)
-    if prop:
-        parts += [f"**ESimCSE does not beat SimCSE by ≥ {GOAL:.1f} here.** What the numbers point to:", "", prop, ""]
+    hyp = hypotheses(st, fig)
+    if hyp:
+        parts += ["### Hypotheses", "", f"ESimCSE does not beat SimCSE by ≥ {GOAL:.1f} here. What the numbers point to:", "", hyp, ""]
+    parts += ["### ESimCSE vs SimCSE, paired (`esimcse compare --group`)", "", section_compare_placeholder(st), ""]
     parts += ["### Test Spearman (7 tasks)", "", table_test(st), ""]
     if plots.get("test"):
         parts += [f"![test]({_rel(plots['test'], md_path)})", ""]
-    parts += ["### STS-B dev (model selection)", "", table_dev(st), ""]
+    parts += ["Per cell, with 95% bootstrap intervals:", "", table_test_cells(st), ""]
+    parts += ["### STS-B dev (model selection)", "", table_dev(st), "", "Dev curves of the core cells:", "", table_dev_curves(st), ""]
     if plots.get("dev"):
         parts += [f"![dev curves]({_rel(plots['dev'], md_path)})", ""]
+    parts += ["### Do no harm (`--pooler auto`) against the untrained start", "", table_do_no_harm(st), ""]
     parts += ["### Length bias (STS-B test buckets) and the repetition probe", "", table_length(st), ""]
     if plots.get("length"):
         parts += [f"![length]({_rel(plots['length'], md_path)})", ""]
-    sw = table_sweeps(st)
-    if sw:
-        parts += ["### Sweeps", "", sw, ""]
     parts += ["### Training cost", "", table_cost(st), ""]
-    parts += ["### Not run", "", not_run(st), ""]
-    parts += ["Each cell's JSON in `docs/results/` holds its full configuration, the command that reproduces it "
-              "(`command`, plus the equivalent `esimcse train` / `esimcse length-analysis` lines in `cli_commands`), the dev "
-              "curve, per-subset and per-bucket scores, the probe, timings and package versions. To check a cell, run its "
-              "`command` (it rewrites that JSON) and compare with `git diff docs/results/<cell>.json`."]
+    parts += ["Each cell's JSON in `docs/results/` holds its full configuration, the corpus (files, count, sha256), the command "
+              "that reproduces it (`command`, plus the equivalent `esimcse train` / `esimcse length-analysis` lines in "
+              "`cli_commands`), the dev curve, per-subset and per-bucket scores with intervals, the probe, timings, package "
+              "versions and the code version; `docs/results/scores/<cell>.npz` holds its per-pair test cosines. To check a "
+              "cell, run its `command` (it rewrites that JSON) and compare with `git diff docs/results/<cell>.json`. "
+              "`docs/results/archive/` holds the superseded 32-step study."]
     return "\n".join(parts)
-
-
-def not_run(st: Study) -> str:
-    lines = []
-    done = {d["cell"] for d in st.docs}
-    if st.matrix is not None:
-        for g in st.matrix.groups:
-            if g.unsupported:
-                lines.append(f"- group `{g.name}` ({', '.join(c.name for c in g.cells)}): not run — {g.unsupported}.")
-                continue
-            pending = [c.name for c in g.cells if c.name not in done]
-            if pending:
-                lines.append(f"- group `{g.name}`: {len(pending)} cell(s) not finished: {', '.join(pending)}.")
-    for d in st.excluded:
-        lines.append(f"- `{d['cell']}` left out: its step budget ({budget_of(d)}) differs from the study's ({st.budget}).")
-    return "\n".join(lines) if lines else "Every cell of the matrix has finished."
 
 
 def write_report(results_dir, matrix, md_path: Path, plots_dir: Path, section: str = "study",

@@ -1,12 +1,15 @@
 """The results-study runner (benchmarks/study.py) and its report (benchmarks/study_report.py).
 
-Fast: a tiny matrix on the tiny random BERT and sample_data/ (2 training steps), plus report generation
+Fast: a tiny matrix on the tiny random BERT and sample_data/ (2 training steps, 100 bootstrap replicates), the
+corpus rule on hand-made files (and the real corpus count where ../shared/data is), plus report generation
 from fake cell JSON files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import study  # noqa: E402
 import study_report  # noqa: E402
 
 SAMPLE = REPO / "sample_data"
+SHARED_CORPUS = (REPO.parent / "shared" / "data" / "corpus").resolve()
 
 
 def write_matrix(tmp_path: Path, model: Path, extra_groups: str = "") -> Path:
@@ -34,22 +38,26 @@ corpus:
   - {{path: {corpus_b}, drop_last_line: true}}
 defaults:
   model: {model}
+  pooler: cls
   batch_size: 8
   max_length: 16
   max_steps: 2
   eval_steps: 1
   log_steps: 1
   save_steps: 0
-eval: {{batch_size: 32, probe_sentences: 20}}
+eval: {{batch_size: 32, probe_sentences: 20, bootstrap: 100}}
 groups:
   core:
-    - {{name: untrained-cls, kind: untrained, pooling: cls_before_pooler, label: "untrained start ([CLS])"}}
     - {{name: simcse, label: SimCSE, seeds: [1, 2], train: {{method: simcse}}}}
     - {{name: esimcse, label: ESimCSE, seeds: [1, 2], train: {{method: esimcse}}}}
+  do_no_harm:
+    - {{name: simcse-auto, label: "SimCSE (pooler auto)", seed: 1, train: {{method: simcse, pooler: auto}}}}
   positives:
     unsupported: no positive-builder option
     cells:
       - {{name: insertion, seeds: [1], train: {{method: esimcse}}}}
+  starting_points:
+    - {{name: untrained-cls, kind: untrained, pooling: cls_before_pooler, label: "untrained start ([CLS])"}}
 {extra_groups}
 """
     p = tmp_path / "matrix.yaml"
@@ -57,12 +65,13 @@ groups:
     return p
 
 
+# ------------------------------------------------------------------------------ the matrix
 def test_matrix_expansion_order_and_selection(tmp_path, tiny_model_dir):
     m = study.load_matrix(write_matrix(tmp_path, tiny_model_dir))
-    core = [c.name for c in m.group("core").cells]
-    # seed by seed: all first seeds, then the second seeds
-    # and the evaluation-only starts last
-    assert core == ["simcse-s1", "esimcse-s1", "simcse-s2", "esimcse-s2", "untrained-cls"]
+    # seed by seed within a group: all first seeds, then the second seeds; groups in the file's order
+    assert [c.name for c in m.group("core").cells] == ["simcse-s1", "esimcse-s1", "simcse-s2", "esimcse-s2"]
+    assert [c.name for c in m.cells()] == ["simcse-s1", "esimcse-s1", "simcse-s2", "esimcse-s2", "simcse-auto",
+                                           "insertion-s1", "untrained-cls"]
     assert [c.name for c in study.select_cells(m, only="core", max_cells=2)] == ["simcse-s1", "esimcse-s1"]
     assert [c.name for c in study.select_cells(m, names="esimcse-s2,simcse-s1")] == ["simcse-s1", "esimcse-s2"]
     with pytest.raises(study.StudyError, match="unknown cell"):
@@ -72,10 +81,41 @@ def test_matrix_expansion_order_and_selection(tmp_path, tiny_model_dir):
     assert m.group("positives").cells[0].unsupported
 
 
+def test_the_study_matrix_runs_the_core_first():
+    """benchmarks/study.yaml: core (interleaved by seed), do no harm, ablations, official, starting points."""
+    m = study.load_matrix(REPO / study.DEFAULT_MATRIX)
+    assert [c.name for c in m.cells()] == [
+        "simcse-s42", "esimcse-s42", "simcse-s43", "esimcse-s43", "simcse-s44", "esimcse-s44",
+        "simcse-auto", "esimcse-auto", "rep-only", "queue-only", "esimcse-official", "untrained-cls", "untrained-avg"]
+    assert [g.name for g in m.groups] == ["core", "do_no_harm", "ablations", "official", "starting_points"]
+    opts = study.Options()
+    cfg = {c.name: study.cell_settings(m, c, opts, "x") for c in m.cells()}
+    core = cfg["esimcse-s42"]["train"]
+    assert core["epochs"] == 1 and core["max_steps"] is None and core["eval_steps"] == 125
+    assert (core["batch_size"], core["max_length"], core["lr"], core["temperature"]) == (64, 32, 3e-5, 0.05)
+    assert (core["dup_rate"], core["queue_ratio"], core["momentum"], core["pooler"]) == (0.32, 2.5, 0.995, "cls")
+    assert m.defaults["save_steps"] == 125
+    assert cfg["simcse-s43"]["train"]["method"] == "simcse" and cfg["simcse-s43"]["train"]["seed"] == 43
+    assert cfg["simcse-auto"]["train"]["pooler"] == "auto" and cfg["esimcse-auto"]["train"]["method"] == "esimcse"
+    assert cfg["rep-only"]["train"]["momentum_queue"] is False and cfg["rep-only"]["train"]["repetition"] is True
+    assert cfg["queue-only"]["train"]["repetition"] is False and cfg["queue-only"]["train"]["momentum_queue"] is True
+    off = cfg["esimcse-official"]["train"]
+    assert off["repetition_variant"] == "official" and off["momentum_variant"] == "official" and off["pooler"] == "cls"
+    assert cfg["untrained-cls"]["pooling"] == "cls_before_pooler" and cfg["untrained-avg"]["pooling"] == "avg"
+    assert m.eval["bootstrap"] == 1000
+    assert m.corpus_dedupe and m.corpus_sentences == 36368 and len(m.corpus) == 5
+
+
 def test_matrix_refuses_unknown_train_key(tmp_path):
     p = tmp_path / "m.yaml"
     p.write_text("defaults: {learning_rate: 1}\ngroups: {}\n", encoding="utf-8")
     with pytest.raises(study.StudyError, match="learning_rate"):
+        study.load_matrix(p)
+    p.write_text("corpus: {files: [a.txt], dedup: true}\ngroups: {}\n", encoding="utf-8")
+    with pytest.raises(study.StudyError, match="dedup"):
+        study.load_matrix(p)
+    p.write_text("corpus: [{path: a.tsv, column: 0}]\ngroups: {}\n", encoding="utf-8")
+    with pytest.raises(study.StudyError, match="1-based"):
         study.load_matrix(p)
 
 
@@ -86,21 +126,113 @@ def test_fingerprint_tracks_settings(tmp_path, tiny_model_dir):
     assert a == study.fingerprint(study.cell_settings(m, cell, study.Options(device="cpu"), "x"))  # run-only option
     assert a != study.fingerprint(study.cell_settings(m, cell, study.Options(steps=3), "x"))
     assert a != study.fingerprint(study.cell_settings(m, cell, study.Options(), "y"))  # another corpus
+    m.corpus_dedupe = True
+    assert a != study.fingerprint(study.cell_settings(m, cell, study.Options(), "x"))
 
 
+# ------------------------------------------------------------------------------ the corpus
 def test_corpus_concatenation_drops_truncated_last_line(tmp_path, tiny_model_dir):
     m = study.load_matrix(write_matrix(tmp_path, tiny_model_dir))
     c = study.CorpusFile(m)
     try:
         lines = Path(c.path).read_text(encoding="utf-8").splitlines()
-        assert len(lines) == 400 and "this last line is cut" not in lines
+        assert len(lines) == 400 and "this last line is cut" not in lines and c.sentences == 400
         assert not Path(c.path).resolve().is_relative_to(REPO)
-        assert c.shell().startswith("cat ") and "head -n -1" in c.shell()
+        assert "head -n -1" in c.shell() and c.shell().endswith("|")
+        if shutil.which("bash"):
+            assert c.shell_reproduces() is True
     finally:
         c.close()
     assert not Path(c.path).exists()
 
 
+def _dedupe_matrix(tmp_path: Path, sentences=None) -> Path:
+    d = tmp_path / "corpus"
+    d.mkdir(parents=True)
+    (d / "first.txt").write_bytes(b"alpha one\nbeta two\n\n   \nalpha one\ngamma three\r\n")
+    (d / "cut.txt").write_bytes(b"beta two\ndelta four\nepsilon five\nzeta si")  # cut at a byte count
+    (d / "split.tsv").write_bytes(b"eta seven\teta . <::::> seven .\ndelta four\tx\n\tonly a second field\n"
+                                  b"theta eight\n\t\nalpha one\tagain\niota nine\tlast\n")
+    sent = f"  sentences: {sentences}\n" if sentences else ""
+    p = tmp_path / "m.yaml"
+    p.write_text(f"""
+corpus:
+  dedupe: true
+{sent}  files:
+    - {d / 'first.txt'}
+    - {{path: {d / 'cut.txt'}, drop_last_line: true}}
+    - {{path: {d / 'split.tsv'}, column: 1}}
+groups: {{}}
+""", encoding="utf-8")
+    return p
+
+
+def test_corpus_dedupe_rule_on_hand_made_files(tmp_path):
+    """device_pack.sh's rule: files in order, the cut last line dropped, column 1 of the tsv, blank lines and
+    lines already seen skipped (first occurrence kept), a trailing \\r dropped."""
+    m = study.load_matrix(_dedupe_matrix(tmp_path))
+    c = study.CorpusFile(m)
+    try:
+        want = ["alpha one", "beta two", "gamma three", "delta four", "epsilon five", "eta seven", "theta eight", "iota nine"]
+        data = Path(c.path).read_bytes()
+        assert data == ("\n".join(want) + "\n").encode()
+        assert c.sentences == 8 and c.sha256 == hashlib.sha256(data).hexdigest()
+        info = c.info()
+        assert [(f["lines"], f["kept"], f["blank"], f["duplicates"]) for f in info["files"]] == [(6, 3, 2, 1), (3, 2, 0, 1), (7, 3, 2, 2)]
+        assert info["sentences"] == 8 and info["dedupe"] is True
+        assert "cut -f1" in info["shell"] and "!seen[$0]++" in info["shell"]
+        if shutil.which("bash") and shutil.which("awk") and shutil.which("cut"):
+            assert info["shell_reproduces"] is True  # the recorded pipeline rebuilds the very bytes
+    finally:
+        c.close()
+    with pytest.raises(study.StudyError, match="gives 8 sentences, not the 9"):
+        study.CorpusFile(study.load_matrix(_dedupe_matrix(tmp_path / "x", sentences=9)))
+
+
+def test_corpus_option_suffixes():
+    got = study.parse_corpus_option("a.txt,b.txt:drop-last,c.tsv:col=2,d.tsv:drop-last:col=1")
+    assert got == [{"path": "a.txt", "drop_last_line": False, "column": None},
+                   {"path": "b.txt", "drop_last_line": True, "column": None},
+                   {"path": "c.tsv", "drop_last_line": False, "column": 2},
+                   {"path": "d.tsv", "drop_last_line": True, "column": 1}]
+    assert study.parse_corpus_option(study.corpus_option(got)) == got
+
+
+@pytest.mark.skipif(not (SHARED_CORPUS / "wikisplit" / "test.tsv").is_file(), reason=f"real corpus not found at {SHARED_CORPUS}")
+def test_real_corpus_has_36368_sentences(monkeypatch):
+    monkeypatch.chdir(REPO)
+    m = study.load_matrix(study.DEFAULT_MATRIX)
+    c = study.CorpusFile(m)  # checks the matrix's `sentences: 36368` itself
+    try:
+        assert c.sentences == 36368 and c.sentences // 64 == 568
+        assert len(Path(c.path).read_text(encoding="utf-8").splitlines()) == 36368
+        if shutil.which("bash") and shutil.which("awk"):
+            assert c.shell_reproduces() is True
+    finally:
+        c.close()
+
+
+# ------------------------------------------------------------------------------ code version
+def test_code_version_hashes_the_imported_package_files(tmp_path):
+    code = study.preload()
+    assert code is study.CODE and len(code["package_sha256"]) == 64
+    files = code["package_files"]
+    assert "esimcse_cli/core/scores_file.py" in files and "esimcse_cli/core/trainer.py" in files
+    assert all(f.startswith("esimcse_cli/") for f in files)
+    assert len(code["study_sha256"]) == 64
+    if code.get("git_head"):  # a git checkout
+        assert isinstance(code["uncommitted"], list)
+    assert study.code_version()["package_sha256"] == code["package_sha256"]  # stable (HEAD plays no part)
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("x = 1\n")
+    b.write_text("y = 2\n")
+    h1 = study.code_version([a, b])["package_sha256"]
+    assert study.code_version([b, a])["package_sha256"] == h1
+    b.write_text("y = 3\n")
+    assert study.code_version([a, b])["package_sha256"] != h1
+
+
+# ------------------------------------------------------------------------------ running cells
 def test_runner_skips_finished_cells_and_resumes(tmp_path, tiny_model_dir, monkeypatch):
     mpath = write_matrix(tmp_path, tiny_model_dir)
     res, runs = tmp_path / "results", tmp_path / "runs"
@@ -112,15 +244,29 @@ def test_runner_skips_finished_cells_and_resumes(tmp_path, tiny_model_dir, monke
     done = sorted(p.name for p in res.glob("*.json"))
     assert done == ["simcse-s1.json", "untrained-cls.json"]
     doc = json.loads((res / "simcse-s1.json").read_text())
-    assert doc["train"]["steps"] == 2 and doc["train"]["dev_curve"][0][0] == 0
+    assert doc["train"]["steps"] == 2 and doc["train"]["dev_curve"][0][0] == 0 and doc["train"]["dev_curve"][-1][0] == 2
     assert set(doc["eval"]["tasks"]) >= {"STS12", "STSBenchmark", "SICKRelatedness"}
-    assert doc["eval"]["tasks"]["STSBenchmark"]["buckets"][0]["name"] == "<=3"
+    sts_b = doc["eval"]["tasks"]["STSBenchmark"]
+    assert sts_b["buckets"][0]["name"] == "<=3" and len(sts_b["ci"]) == 2 and "ci" in sts_b["buckets"][0]
+    assert doc["eval"]["avg_ci"] and doc["eval"]["bootstrap"]["n"] == 100 and "STSBenchmark" in doc["eval"]["gap_ci"]
     assert doc["eval"]["probe"]["sentences"] == 20
     assert doc["command"].startswith("python benchmarks/study.py --cells simcse-s1")
-    assert any("esimcse train" in c and "--method simcse" in c for c in doc["cli_commands"])
-    assert doc["train"]["corpus"]["sentences"] == 400
+    assert any("esimcse train" in c and "--method simcse" in c and "head -n -1" in c for c in doc["cli_commands"])
+    assert any("--bootstrap 100" in c for c in doc["cli_commands"])
+    assert doc["train"]["corpus"]["sentences"] == 400 and doc["corpus"]["sentences"] == 400
+    assert doc["corpus"]["sha256"] == doc["settings"]["corpus_sha256"] == doc["train"]["corpus"]["sha256"]
+    assert doc["code"]["package_sha256"] == study.CODE["package_sha256"]
+    # the per-pair test scores, for esimcse compare
+    from esimcse_cli.core.scores_file import load_scores
+
+    assert doc["scores"]["path"] == "scores/simcse-s1.npz"
+    scores, meta = load_scores(res / doc["scores"]["path"])
+    assert set(scores) == set(doc["eval"]["tasks"]) and meta["cell"] == "simcse-s1" and meta["split"] == "test"
+    assert meta["aggregate"] == "all" and meta["pooling"] == doc["eval"]["pooling"]
+    assert (res / "scores" / "untrained-cls.npz").is_file()
     assert not (runs / "simcse-s1").exists()  # model folder removed once the JSON is written
     assert "## Results study" in md.read_text() and "OLDSECTION" not in md.read_text()
+    assert "missing" in md.read_text() and "esimcse-s1" in md.read_text()
     assert (tmp_path / "plots" / "study_dev_curves.png").is_file()
 
     # a re-run skips the finished cells: nothing may be trained again
@@ -141,6 +287,31 @@ def test_runner_skips_finished_cells_and_resumes(tmp_path, tiny_model_dir, monke
     calls.clear()
     assert study.main(base + ["--cells", "simcse-s1", "--steps", "1", "--no-report"]) == 0
     assert calls == []
+    # another code version: redone only when asked
+    doc2 = json.loads((res / "simcse-s1.json").read_text())
+    doc2["code"]["package_sha256"] = "0" * 64
+    (res / "simcse-s1.json").write_text(json.dumps(doc2))
+    assert study.main(base + ["--cells", "simcse-s1", "--no-report"]) == 0 and calls == []
+    assert study.main(base + ["--cells", "simcse-s1", "--redo-other-code", "--no-report"]) == 0 and calls == ["simcse-s1"]
+
+
+@pytest.mark.parametrize("cell", ["esimcse-s1", "simcse-auto"])  # --pooler auto: the saved state holds the chosen pooler
+def test_runner_resumes_a_half_finished_run(tmp_path, tiny_model_dir, monkeypatch, cell):
+    mpath = write_matrix(tmp_path, tiny_model_dir)
+    res, runs = tmp_path / "results", tmp_path / "runs"
+    base = ["--matrix", str(mpath), "--results-dir", str(res), "--runs-dir", str(runs), "--device", "cpu", "--no-report",
+            "--cells", cell, "--steps", "4", "--eval-steps", "2"]
+    import esimcse_cli.core.trainer as trainer
+
+    real = trainer.train
+    monkeypatch.setattr(trainer, "train", lambda cfg, **k: real(cfg, **dict(k, should_stop=lambda step: step == 2)))
+    assert study.main(base) == 130  # stopped after step 2: the state is saved, no JSON
+    assert not (res / f"{cell}.json").exists() and (runs / cell / "state").is_dir()
+    monkeypatch.setattr(trainer, "train", real)
+    assert study.main(base) == 0
+    doc = json.loads((res / f"{cell}.json").read_text())
+    assert doc["train"]["resumed_from_step"] == 2 and doc["train"]["steps"] == 4
+    assert [s for s, _ in doc["train"]["dev_curve"]] == [0, 2, 4]
 
 
 def test_runner_evaluates_a_finished_training_without_retraining(tmp_path, tiny_model_dir, monkeypatch):
@@ -161,16 +332,38 @@ def test_runner_evaluates_a_finished_training_without_retraining(tmp_path, tiny_
     assert again["train"]["best_dev"] == first["train"]["best_dev"]
 
 
+def test_list_and_report_ignore_the_archive(tmp_path, tiny_model_dir, capsys):
+    mpath = write_matrix(tmp_path, tiny_model_dir)
+    res = tmp_path / "results"
+    (res / "archive").mkdir(parents=True)
+    old = fake_cell("simcse-s1", "SimCSE", 1, 0.0)
+    (res / "archive" / "simcse-s1.json").write_text(json.dumps(old))
+    assert study.main(["--matrix", str(mpath), "--results-dir", str(res), "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "simcse-s1" in out and all("pending" in ln for ln in out.splitlines() if "simcse-s1" in ln)
+    assert study_report.load_results(res) == []
+    md = tmp_path / "RESULTS.md"
+    assert study.main(["--matrix", str(mpath), "--results-dir", str(res), "--report-only", "--results-md", str(md),
+                       "--plots-dir", str(tmp_path)]) == 0
+    assert "No cell has finished yet." in md.read_text() and "simcse-s1" in md.read_text()
+
+
 # ------------------------------------------------------------------------------ report from fake JSONs
-def fake_cell(name, label, seed, avg_shift, kind="train", group="core", dev=80.0, best_step=36, pooling=None, lo=80.0, hi=70.0):
+def fake_cell(name, label, seed, avg_shift, kind="train", group="core", dev=80.0, best_step=568, pooling=None, lo=80.0,
+              hi=70.0, code="a" * 64, steps=568):
     tasks = {}
     for i, t in enumerate(study_report.TASKS):
-        tasks[t] = {"spearman": 70.0 + i + avg_shift,
-                    "buckets": [{"name": "<=3", "pairs": 900, "spearman": lo + avg_shift},
-                                {"name": ">3", "pairs": 479, "spearman": hi}]}
+        s = 70.0 + i + avg_shift
+        tasks[t] = {"spearman": s, "ci": [s - 1.0, s + 1.0],
+                    "buckets": [{"name": "<=3", "pairs": 900, "spearman": lo + avg_shift, "ci": [lo - 2, lo + 2]},
+                                {"name": ">3", "pairs": 479, "spearman": hi, "ci": [hi - 3, hi + 3]}]}
     avg = sum(v["spearman"] for v in tasks.values()) / len(tasks)
     d = {"cell": name, "label": label, "group": group, "kind": kind, "seed": seed, "wall_s": 100.0,
-         "eval": {"tasks": tasks, "avg": avg, "avg_gap": 10.0, "seconds": 30.0, "length_unit": "words",
+         "code": {"package_sha256": code, "git_head": "1234567890abcdef", "package_files": {"esimcse_cli/core/x.py": code[:16]}},
+         "scores": {"path": f"scores/{name}.npz"},
+         "eval": {"tasks": tasks, "avg": avg, "avg_ci": [avg - 0.5, avg + 0.5], "avg_gap": 10.0, "avg_gap_ci": [8.0, 12.0],
+                  "gap": {"STSBenchmark": lo + avg_shift - hi}, "gap_ci": {"STSBenchmark": [5.0, 15.0]},
+                  "seconds": 30.0, "length_unit": "words", "bootstrap": {"n": 1000, "level": 0.95, "seed": 42},
                   "probe": {"sentences": 1000, "dup_rate": 0.32, "variant": "paper", "seed": 42, "mean_cosine": 0.95,
                             "slope": -0.004, "per_count": [{"inserted": 0, "pairs": 10, "mean_cosine": 0.99},
                                                            {"inserted": 3, "pairs": 10, "mean_cosine": 0.93}]}}}
@@ -178,44 +371,80 @@ def fake_cell(name, label, seed, avg_shift, kind="train", group="core", dev=80.0
         d["settings"] = {"kind": "untrained", "pooling": pooling}
         d["eval"]["stsb_dev"] = dev
         return d
-    d["settings"] = {"kind": "train", "train": {"max_steps": 36}, "corpus": [{"path": "x/wiki.txt", "drop_last_line": False}]}
+    d["settings"] = {"kind": "train", "train": {"max_steps": None, "epochs": 1},
+                     "corpus": {"files": [{"path": "x/wiki.txt", "drop_last_line": False, "column": None}], "dedupe": True}}
     d["config"] = {"model": "default", "pooler": "cls", "mlp": True, "batch_size": 64, "grad_accum": 1, "max_length": 32,
                    "lr": 3e-5, "scheduler": "linear", "temperature": 0.05, "dup_rate": 0.32, "queue_ratio": 2.5,
-                   "momentum": 0.995, "momentum_variant": "paper", "bf16": False, "eval_steps": 6}
-    d["train"] = {"steps": 36, "total_steps": 36, "best_dev": dev, "best_step": best_step, "start_dev": 79.73,
-                  "dev_curve": [[0, 79.73], [18, dev - 1], [36, dev]], "wall_s": 500.0, "step_seconds_mean": 5.0,
-                  "sentences_per_s": 12.8, "corpus": {"sentences": 10000}}
+                   "momentum": 0.995, "momentum_variant": "paper", "bf16": False, "eval_steps": 125}
+    d["corpus"] = {"sentences": 36368, "sha256": "f" * 64, "dedupe": True, "shell_reproduces": True}
+    d["train"] = {"steps": steps, "total_steps": steps, "best_dev": dev, "best_step": best_step, "start_dev": 79.73,
+                  "dev_curve": [[0, 79.73], [125, dev - 1], [steps, dev]], "wall_s": 500.0, "step_seconds_mean": 5.0,
+                  "sentences_per_s": 12.8, "corpus": {"sentences": 36368}, "pooler": {"train": "cls", "exported": "cls_before_pooler"}}
     return d
+
+
+def _fake_study(res: Path):
+    res.mkdir()
+    cells = [fake_cell("untrained-cls", "untrained start ([CLS])", 42, -5.0, kind="untrained", group="starting_points",
+                       pooling="cls_before_pooler", dev=79.73),
+             fake_cell("untrained-avg", "untrained start (avg)", 42, 3.0, kind="untrained", group="starting_points",
+                       pooling="avg", dev=86.7)]
+    cells += [fake_cell(f"simcse-s{s}", "SimCSE", s, sh, dev=84.0 + sh) for s, sh in ((42, 0.0), (43, 0.2), (44, 0.4))]
+    cells += [fake_cell(f"esimcse-s{s}", "ESimCSE", s, sh, dev=84.3 + sh) for s, sh in ((42, 0.3), (43, 0.5), (44, 0.7))]
+    cells.append(fake_cell("rep-only", "repetition only", 42, 0.1, group="ablations", dev=84.1))
+    cells.append(fake_cell("simcse-auto", "SimCSE (pooler auto)", 42, 2.0, group="do_no_harm", dev=86.7, best_step=0))
+    cells.append(fake_cell("esimcse-official", "ESimCSE (official variants)", 42, 0.6, group="official", code="b" * 64))
+    cells.append(fake_cell("queue-only", "momentum queue only", 42, 9.0, group="ablations", steps=32))  # another budget
+    for c in cells:
+        (res / f"{c['cell']}.json").write_text(json.dumps(c))
+    (res / "archive").mkdir()
+    (res / "archive" / "esimcse-auto.json").write_text(json.dumps(fake_cell("esimcse-auto", "x", 42, 50.0, group="do_no_harm")))
+    return cells
 
 
 def test_report_numbers_come_from_the_jsons(tmp_path):
     res = tmp_path / "results"
-    res.mkdir()
-    cells = [fake_cell("untrained-cls", "untrained start ([CLS])", 42, -5.0, kind="untrained", pooling="cls_before_pooler", dev=79.73),
-             fake_cell("untrained-avg", "untrained start (avg)", 42, 3.0, kind="untrained", pooling="avg", dev=86.7)]
-    cells += [fake_cell(f"simcse-s{s}", "SimCSE", s, sh, dev=84.0 + sh) for s, sh in ((42, 0.0), (43, 0.2), (44, 0.4))]
-    cells += [fake_cell(f"esimcse-s{s}", "ESimCSE", s, sh, dev=84.3 + sh) for s, sh in ((42, 0.3), (43, 0.5), (44, 0.7))]
-    cells.append(fake_cell("rep-only-s42", "repetition only", 42, 0.1, dev=84.1))
-    cells.append(fake_cell("old-s42", "SimCSE", 45, 9.0))
-    cells[-1]["settings"]["train"]["max_steps"] = 2  # another budget: left out
-    for c in cells:
-        (res / f"{c['cell']}.json").write_text(json.dumps(c))
+    _fake_study(res)
     md = tmp_path / "RESULTS.md"
     md.write_text("# Results\n\n<!-- other:begin -->\nkeep me\n<!-- other:end -->\n", encoding="utf-8")
-    written = study_report.write_report(res, None, md, tmp_path, command="python benchmarks/study.py --report-only")
+    matrix = study.load_matrix(REPO / study.DEFAULT_MATRIX)
+    written = study_report.write_report(res, matrix, md, tmp_path, command="python benchmarks/study.py --report-only")
     text = md.read_text()
     assert "keep me" in text and "<!-- study:begin -->" in text
     # SimCSE avg: 73.0 + {0, .2, .4} -> 73.20 ± 0.20; ESimCSE: 73.50 ± 0.20; difference +0.30
     assert "73.20 ± 0.20" in text and "73.50 ± 0.20" in text
     assert "+0.30" in text and "reproduces in direction only" in text
     assert "76.25" in text and "78.27" in text and "81.48" in text
-    assert "Equal step budget: 36" in text
-    assert "old-s42" in text and "left out" in text  # other budget excluded, and said so
-    assert "does not beat SimCSE" in text and "Budget." in text  # proposal when the goal is missed
+    assert "Equal step budget: 568" in text and "36,368 sentences" in text
+    assert "queue-only` left out" in text  # other budget excluded, and said so
+    assert "missing" in text and "esimcse-auto" in text and "| x |" not in text  # the archived JSON is not read
+    assert "ESimCSE does not beat SimCSE by ≥ 1.0" in text and "Budget." in text
+    # one-run rows carry the bootstrap interval; the per-cell table too
+    assert "73.10 [72.60, 73.60]" in text  # rep-only's avg [ci]
+    # dev curves table of the core seeds: steps 0, 125, 568 and the ESimCSE − SimCSE difference
+    assert "| 125 |" in text and "ESimCSE − SimCSE" in text
+    # do no harm: against untrained-avg (76.00), kept the start
+    assert "kept the starting model" in text and "-1.00" in text
+    # code version: the odd one out named
+    assert "did not all run one package version" in text and "`esimcse-official` (bbbbbbbbbbbbbbbb" in text
+    assert "Not generated yet" in text  # the compare placeholder
     assert len(written) == 3 and all(p.is_file() and p.stat().st_size > 1000 for p in written)
+
+
+def test_report_one_code_version(tmp_path):
+    res = tmp_path / "results"
+    res.mkdir()
+    for c in (fake_cell("simcse-s42", "SimCSE", 42, 0.0), fake_cell("esimcse-s42", "ESimCSE", 42, 0.3)):
+        (res / f"{c['cell']}.json").write_text(json.dumps(c))
+    st = study_report.Study(study_report.load_results(res), None)
+    ok, text = study_report.code_check(st)
+    assert ok and "All 2 cells ran one package version" in text
 
 
 def test_report_without_cells(tmp_path):
     md = tmp_path / "RESULTS.md"
     study_report.write_report(tmp_path / "none", None, md, tmp_path)
     assert "No cell has finished yet." in md.read_text()
+    matrix = study.load_matrix(REPO / study.DEFAULT_MATRIX)
+    study_report.write_report(tmp_path / "none", matrix, md, tmp_path)
+    assert "Missing: simcse-s42, esimcse-s42" in md.read_text()
