@@ -7,6 +7,7 @@ command that produced it, the date and the machine.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 import platform
 import re
@@ -16,6 +17,15 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "RESULTS.md"
 ORDER = ["encode_speed", "eval_speed", "train_speed", "memory", "gpu", "study"]
+
+
+def file_sha256(path: os.PathLike) -> str:
+    """The sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 def machine() -> str:

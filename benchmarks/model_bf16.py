@@ -15,12 +15,13 @@ Only torch and safetensors are needed.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
 import sys
 from pathlib import Path
+
+from _results import file_sha256  # benchmarks/ is sys.path[0] when run as a script
 
 WEIGHTS = "model.safetensors"
 MANIFEST = "bf16_manifest.json"
@@ -48,14 +49,6 @@ def _copy_small_files(src: Path, dst: Path) -> None:
             shutil.copy2(item, target)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _fresh(out: Path) -> Path:
     if out.exists():
         if not out.is_dir() or (any(out.iterdir()) and not (out / "config.json").exists()):
@@ -81,7 +74,7 @@ def pack(model: str, out: Path) -> Path:
     dtypes = {k: str(v.dtype).replace("torch.", "") for k, v in tensors.items()}
     small = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
     save_file(small, str(tmp / WEIGHTS), metadata={"format": "pt"})
-    (tmp / MANIFEST).write_text(json.dumps({"source": str(model), "source_sha256": _sha256(weights), "dtypes": dtypes}, indent=2) + "\n")
+    (tmp / MANIFEST).write_text(json.dumps({"source": str(model), "source_sha256": file_sha256(weights), "dtypes": dtypes}, indent=2) + "\n")
     os.replace(tmp, out)
     return out
 

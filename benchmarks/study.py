@@ -48,6 +48,8 @@ if str(REPO) not in sys.path:
 if str(REPO / "benchmarks") not in sys.path:
     sys.path.insert(0, str(REPO / "benchmarks"))
 
+from _results import file_sha256  # noqa: E402
+
 DEFAULT_MATRIX = "benchmarks/study.yaml"
 DEFAULT_RESULTS = "docs/results"
 DEFAULT_RUNS = "runs/study"
@@ -379,16 +381,8 @@ def build_corpus_lines(spec: Dict[str, Any]) -> Tuple[List[str], List[Dict[str, 
             out.append(ln)
             kept += ln.strip() != ""
         stats.append({"path": entry["path"], "lines": len(lines), "kept": kept, "blank": blank, "duplicates": dup,
-                      "sha256": _sha256_file(Path(entry["path"]))})
+                      "sha256": file_sha256(Path(entry["path"]))})
     return out, stats
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 CR_STRIP = "awk '{sub(/\\r$/, \"\")} 1'"
@@ -419,7 +413,7 @@ class CorpusFile:
                     out.write(ln.encode("utf-8") + b"\n")
             self.path = self._tmp
         del lines
-        self.sha256 = _sha256_file(Path(self.path))
+        self.sha256 = file_sha256(Path(self.path))
         if matrix.corpus_sentences is not None and self.sentences != matrix.corpus_sentences:
             raise StudyError(f"{matrix.path}: the corpus gives {self.sentences:,} sentences, not the "
                              f"{matrix.corpus_sentences:,} the matrix states (corpus: sentences)")
@@ -816,7 +810,7 @@ def save_cell_scores(results_dir: str | os.PathLike, cell: Cell, body: Dict[str,
     meta = {"cell": cell.name, "model": cell.name, "label": cell.label, "pooling": body["eval"].get("pooling"),
             "split": "test", "aggregate": "all", "length_unit": length_unit}
     scores_file.save_scores(path, scores, meta, pairs=data.task_pairs, length_unit=length_unit)
-    return {"path": rel, "relative_to": "the results folder", "sha256": _sha256_file(path), "tasks": sorted(scores),
+    return {"path": rel, "relative_to": "the results folder", "sha256": file_sha256(path), "tasks": sorted(scores),
             "pairs": int(sum(len(ts.cos) for ts in scores.values()))}
 
 

@@ -76,12 +76,8 @@ def eval_sts(
     n_distinct = len(evaluate.unique_sentences(task_pairs))
     bar = progress(model or DEFAULT_MODEL, n_distinct) if progress is not None else contextlib.nullcontext(None)
     with bar as advance:
-        if scores_path:
-            result, scores = _evaluate_keeping_scores(enc, task_pairs, split, aggregate, spec, length_unit, batch_size,
-                                                      advance, bootstrap, ci, seed)
-        else:
-            result = evaluate.evaluate_loaded(enc, task_pairs, split, aggregate, spec, length_unit, batch_size, progress=advance,
-                                              bootstrap=bootstrap, level=ci, seed=seed)
+        result, scores = evaluate.evaluate_keeping_scores(enc, task_pairs, split, aggregate, spec, length_unit, batch_size,
+                                                          advance, bootstrap, ci, seed, record_lengths=bool(scores_path))
     written = []
     if scores_path:
         meta = {"model": model or DEFAULT_MODEL, **{k: result.get(k) for k in ("pooling", "max_length", "backend", "split")},
@@ -99,27 +95,3 @@ def eval_sts(
         written.append(str(card.update_eval_section(card_dir, result)))
     return result, written
 
-
-def _evaluate_keeping_scores(enc, task_pairs, split, aggregate, spec, length_unit, batch_size, progress, bootstrap, level, seed):
-    """:func:`~esimcse_cli.core.evaluate.evaluate_loaded`'s result, and the per-task scores behind it.
-
-    The same steps in the same order (so the result is the same), except that each pair's length difference is
-    always recorded: a saved file can then be compared by length later.
-    """
-    import time
-
-    from esimcse_cli.core import stats
-
-    bucket_list = evaluate.as_buckets(spec)
-    if bootstrap is not None:
-        stats.check_options(bootstrap, level)
-    t0 = time.perf_counter()
-    scores, info = evaluate.score_tasks(enc, task_pairs, length_unit, batch_size, progress)
-    result = evaluate.result_dict(enc, evaluate.summarise(scores, split, aggregate, bucket_list), info, split, aggregate,
-                                  bucket_list, length_unit)
-    if bootstrap is not None:
-        t_b = time.perf_counter()
-        stats.add_intervals(result, scores, aggregate, bucket_list, bootstrap, level, seed)
-        result["seconds"]["bootstrap"] = round(time.perf_counter() - t_b, 3)
-    result["seconds"]["total"] = round(time.perf_counter() - t0, 3)
-    return result, scores

@@ -525,12 +525,33 @@ def evaluate_loaded(
     level: Optional[float] = None,
     seed: Optional[int] = None,
 ) -> dict:
-    """Score loaded tasks (:func:`load_tasks`) with one encoder: the ``eval-sts`` result, a dict in the JSON schema.
+    """Score loaded tasks (:func:`load_tasks`) with one encoder: the ``eval-sts`` result, a dict in the JSON schema
+    (:func:`evaluate_keeping_scores` without the scores)."""
+    return evaluate_keeping_scores(encoder, task_pairs, split, aggregate, buckets, length_unit, batch_size, progress,
+                                   bootstrap, level, seed)[0]
+
+
+def evaluate_keeping_scores(
+    encoder,
+    task_pairs: Mapping[str, Sequence[Pair]],
+    split: str = "test",
+    aggregate: str = "all",
+    buckets: Optional[Union[str, Sequence[Bucket]]] = None,
+    length_unit: str = "words",
+    batch_size: int = 64,
+    progress: Optional[Progress] = None,
+    bootstrap: Optional[int] = None,
+    level: Optional[float] = None,
+    seed: Optional[int] = None,
+    record_lengths: bool = False,
+) -> Tuple[dict, Dict[str, TaskScores]]:
+    """The ``eval-sts`` result and the per-task :class:`TaskScores` behind it.
 
     ``buckets``: ``None`` for no length buckets, a spec string such as ``"0-3,4-"`` (the default split is
     :data:`DEFAULT_BUCKETS`) or a list of :class:`Bucket`. ``bootstrap``: resample each task's scored pairs
     this many times and add percentile intervals (``ci``) at ``level`` (default 0.95), seeded by ``seed``
-    (see :mod:`esimcse_cli.core.stats`).
+    (see :mod:`esimcse_cli.core.stats`). ``record_lengths``: keep each pair's length difference in ``length_unit``
+    even without buckets (a saved scores file can then be compared by length later); the result is the same.
     """
     from esimcse_cli.core import stats
 
@@ -540,14 +561,14 @@ def evaluate_loaded(
     if bootstrap is not None:
         stats.check_options(bootstrap, level)
     t0 = time.perf_counter()
-    scores, info = score_tasks(encoder, task_pairs, length_unit if bucket_list else None, batch_size, progress)
+    scores, info = score_tasks(encoder, task_pairs, length_unit if bucket_list or record_lengths else None, batch_size, progress)
     result = result_dict(encoder, summarise(scores, split, aggregate, bucket_list), info, split, aggregate, bucket_list, length_unit)
     if bootstrap is not None:
         t_b = time.perf_counter()
         stats.add_intervals(result, scores, aggregate, bucket_list, bootstrap, level, seed)
         result["seconds"]["bootstrap"] = round(time.perf_counter() - t_b, 3)
     result["seconds"]["total"] = round(time.perf_counter() - t0, 3)
-    return result
+    return result, scores
 
 
 # ------------------------------------------------------------------------------------------------
