@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm, rankdata
 
-from esimcse_cli.core import compare, stats
+from esimcse_cli.core import compare, evaluate, length, stats
 from esimcse_cli.core.errors import ConfigError
 from esimcse_cli.core.evaluate import TaskScores
 
@@ -126,6 +126,96 @@ def test_compare_buckets_and_labels():
         stats.compare([stats.Entry("a", [a]), stats.Entry("a", [b])])
 
 
+# ---- the length-bucket gap (first bucket minus last) -------------------------------------------------
+BUCKETS = evaluate.parse_buckets("0-3,4-")
+
+
+def bucketed(seed: int, long_noise: float, n: int = 300, tasks=("T", "U")):
+    """Tasks whose long-difference pairs (diff > 3) are noisier by ``long_noise``: a known positive gap.
+
+    Every call with the same ``seed`` has the same gold scores and length differences (the same pairs).
+    """
+    out = {}
+    for k, t in enumerate(tasks):
+        rng = np.random.default_rng([seed, k])
+        gold = rng.uniform(0, 5, n)
+        diff = rng.integers(0, 8, n)
+        noise = np.random.default_rng([seed, k, int(long_noise * 100)]).normal(0, 1, n)
+        out[t] = TaskScores(cos=gold + noise * np.where(diff > 3, long_noise, 1.0), gold=gold, diff=diff)
+    return out
+
+
+def length_reference(scored, labels, n, level, seed):
+    """What length-analysis reports (gap, gap_ci, avg_gap, avg_gap_ci, gap_diff) for the same scores."""
+    models = []
+    for label, sc in zip(labels, scored):
+        tasks = evaluate.summarise(sc, bucket_list=BUCKETS)
+        gaps = length.bucket_gaps({"tasks": tasks})
+        known = [g for g in gaps.values() if g is not None]
+        models.append({"model": label, "tasks": tasks, "avg": None, "gap": gaps, "avg_gap": float(np.mean(known))})
+    report = length.build_report(models, "test", "0-3,4-", "words", None)
+    return length.add_intervals(report, scored, n=n, level=level, seed=seed)["models"]
+
+
+def test_gaps_are_the_length_analysis_gaps_with_their_paired_difference():
+    a, b = bucketed(0, long_noise=2.5), bucketed(0, long_noise=1.2)  # the same pairs; b leans less on length
+    gaps = compare.gaps_block([stats.Entry("a", [a]), stats.Entry("b", [b])], "all", BUCKETS, 400, 0.9, 11)
+    ref = length_reference([a, b], ["a", "b"], 400, 0.9, 11)
+    for label, m in zip(("a", "b"), ref):
+        for t in ("T", "U"):
+            cell = gaps["tasks"][t]["models"][label]
+            assert cell["gap"] == pytest.approx(m["gap"][t], abs=2e-4)  # length rounds the buckets before subtracting
+            assert cell["ci"] == m["gap_ci"][t]
+            assert cell["ci"][0] <= cell["gap"] <= cell["ci"][1]
+        avg = gaps["avg"]["models"][label]
+        assert avg["gap"] == pytest.approx(m["avg_gap"], abs=2e-4) and avg["ci"] == m["avg_gap_ci"]
+    assert gaps["tasks"]["T"]["models"]["a"]["gap"] > 5  # the known effect, first minus last
+    assert not {"diff", "diff_ci", "p", "significant"} & set(gaps["avg"]["models"]["a"])  # the baseline
+    for t in ("T", "U"):
+        assert {k: gaps["tasks"][t]["models"]["b"][k] for k in ("diff", "diff_ci", "p", "significant")} == ref[1]["gap_diff"][t]
+    assert {k: gaps["avg"]["models"]["b"][k] for k in ("diff", "diff_ci", "p", "significant")} == ref[1]["avg_gap_diff"]
+    assert gaps["avg"]["models"]["b"]["diff"] < 0 and gaps["avg"]["models"]["b"]["significant"]
+
+
+def test_gap_of_a_group_of_one_model_twice_is_that_model():
+    base, a = bucketed(1, long_noise=1.0), bucketed(1, long_noise=2.0)
+    entries = [stats.Entry("base", [base]), stats.Entry("m", [a]), stats.Entry("g", [a, a], group=True)]
+    gaps = compare.gaps_block(entries, "all", BUCKETS, 300, 0.95, 2)
+    for block in [gaps["tasks"][t] for t in ("T", "U")] + [gaps["avg"]]:
+        m, g = block["models"]["m"], block["models"]["g"]
+        assert g["seeds"] == [m["gap"], m["gap"]] and "seeds" not in m
+        assert {k: v for k, v in g.items() if k != "seeds"} == m  # gap, ci, diff, diff_ci, p: exactly the model's
+
+
+def test_gap_of_a_group_is_the_mean_of_its_seeds_on_compares_replicates():
+    base = bucketed(2, long_noise=1.0)
+    members = [bucketed(2, long_noise=x) for x in (1.5, 2.0, 3.0)]
+    entries = [stats.Entry("base", [base]), stats.Entry("g", members, group=True),
+               *[stats.Entry(f"s{i}", [m]) for i, m in enumerate(members)]]
+    gaps = compare.gaps_block(entries, "all", BUCKETS, 300, 0.95, 4)
+    # the replicates stats.compare draws for these entries (a group's seed resampling included)
+    ref = stats.bootstrap(entries, "all", BUCKETS, 300, 4)[1]
+    for t in ("T", "U"):
+        g = gaps["tasks"][t]["models"]
+        own = [g[f"s{i}"]["gap"] for i in range(3)]
+        assert g["g"]["seeds"] == own
+        assert g["g"]["gap"] == pytest.approx(np.mean(own), abs=2e-4)
+        assert g["g"]["ci"] == stats.interval(stats.minus(ref.buckets[t][0], ref.buckets[t][-1]), 0.95)
+    avg = gaps["avg"]["models"]
+    assert avg["g"]["seeds"] == [avg[f"s{i}"]["gap"] for i in range(3)]
+    assert avg["g"]["gap"] == pytest.approx(np.mean(avg["g"]["seeds"]), abs=2e-4)
+    spread = avg["g"]["diff_ci"][1] - avg["g"]["diff_ci"][0]
+    assert spread > avg["s1"]["diff_ci"][1] - avg["s1"]["diff_ci"][0]  # the seed spread widens it
+
+
+def test_no_gap_without_two_buckets():
+    a, b = bucketed(3, long_noise=2.0), bucketed(3, long_noise=1.0)
+    entries = [stats.Entry("a", [a]), stats.Entry("b", [b])]
+    assert compare.gaps_block(entries, "all", evaluate.parse_buckets("0-"), 200, 0.95, 1) is None
+    assert compare.gaps_block(entries, "all", None, 200, 0.95, 1) is None
+    assert compare.gaps_block(entries, "all", [], 200, 0.95, 1) is None
+
+
 def test_build_entries_order_labels_and_groups():
     items = [("group", "simcse=r/s1,r/s2"), ("model", "x/m"), ("model", "x/m")]
     entries = compare.build_entries(items, ["", "m", "m"])
@@ -183,6 +273,25 @@ def test_cli_compare_json_table_groups_and_buckets(tmp_path, tiny_model_dir, sec
     assert "pair (2 seeds)" in out and "paired-bootstrap" in out and "* (green: higher, red: lower): p < 0.05" in out
     assert "compare by length difference" in out
     assert r.stderr.count("encoding ") == 2  # each model once, though each appears twice
+    gaps = rep["gaps"]
+    assert list(gaps["tasks"]) == list(rep["tasks"]) and set(gaps["avg"]["models"]) == set(labels)
+    defined = 0
+    for t, task in rep["tasks"].items():
+        for x in labels:
+            g, b0, b1 = gaps["tasks"][t]["models"][x], task["buckets"][0]["models"][x], task["buckets"][-1]["models"][x]
+            if b0["spearman"] is None or b1["spearman"] is None:
+                assert g["gap"] is None and g["ci"] is None
+            else:
+                defined += 1
+                assert g["gap"] == pytest.approx(b0["spearman"] - b1["spearman"], abs=2e-4)  # first minus last
+        assert len(gaps["tasks"][t]["models"]["pair"]["seeds"]) == 2 and "diff" not in gaps["tasks"][t]["models"]["pair"]
+        assert {"diff", "diff_ci", "p", "significant"} <= set(gaps["tasks"][t]["models"][labels[1]])
+    assert defined  # STS12's 60 pairs fill both buckets
+    gap_rows = [line for line in out.splitlines() if "gap (first − last)" in line]
+    avg_rows = [line for line in out.splitlines() if "avg gap" in line]
+    assert len(gap_rows) == 2 and len(avg_rows) == 1
+    sts12 = gaps["tasks"]["STS12"]["models"]
+    assert f"{sts12['pair']['gap']:.2f}" in gap_rows[0] and "gap = first bucket's Spearman" in out
 
 
 def test_cli_compare_model_with_itself(tmp_path, tiny_model_dir, senteval):
@@ -191,7 +300,7 @@ def test_cli_compare_model_with_itself(tmp_path, tiny_model_dir, senteval):
                  "--bootstrap", "--json", js)
     assert r.code == 0, r.stderr
     rep = json.loads(js.read_text())
-    assert rep["bootstrap"]["n"] == stats.DEFAULT_REPLICATES
+    assert rep["bootstrap"]["n"] == stats.DEFAULT_REPLICATES and "gaps" not in rep  # no buckets, no gap
     other = rep["models"][1]["label"]
     for cell in [t["models"][other] for t in rep["tasks"].values()] + [rep["avg"]["models"][other]]:
         assert cell["diff"] == 0.0 and cell["p"] == 1.0 and not cell["significant"]
@@ -308,7 +417,7 @@ def _by_position(rep: dict):
             return [relabel(v) for v in x]
         return x
 
-    return relabel({k: rep[k] for k in ("tasks", "avg", "bootstrap", "sentences", "split", "aggregate")})
+    return relabel({k: rep.get(k) for k in ("tasks", "avg", "gaps", "bootstrap", "sentences", "split", "aggregate")})
 
 
 def _save(model_dir, senteval, path, *extra):
@@ -333,7 +442,13 @@ def test_compare_saved_scores_gives_the_numbers_of_the_models(tmp_path, tiny_mod
     assert r.code == 0, r.stderr
     assert "encoding " not in r.stderr  # nothing was encoded
     by_models, by_files = (json.loads((tmp_path / f).read_text()) for f in ("m.json", "f.json"))
-    assert _by_position(by_files) == _by_position(by_models)  # differences, intervals, p: exactly the same
+    assert _by_position(by_files) == _by_position(by_models)  # differences, intervals, p, gaps: exactly the same
+    assert by_files["gaps"]["avg"]["models"]
+    r = run_main("compare", senteval, "-m", a, "-m", b, *common[:2], "--buckets", "0-", "--json", tmp_path / "one.json")
+    assert r.code == 0, r.stderr
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert [x["name"] for x in one["buckets"]] == ["all"] and "gaps" not in one  # one bucket: no gap
+    assert "gap" not in r.stdout.decode()
     assert by_files["buckets"] == by_models["buckets"] and by_files["length_unit"] == "words"
     for mf, mm in zip(by_files["models"], by_models["models"]):  # the model's meta comes from the file
         assert mf["scores_file"] in (str(a), str(b)) and mf["kind"] == "model"

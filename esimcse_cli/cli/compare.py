@@ -1,5 +1,5 @@
 """``esimcse compare``: --model/--group (models or saved .npz scores) in command-line order, their short labels -> core compare (checks, entries,
-tasks, a bar per model, JSON) -> the tables (by task; by length-difference bucket).
+tasks, a bar per model, JSON) -> the tables (by task; by length-difference bucket, each task ending with its gap).
 """
 
 from __future__ import annotations
@@ -132,11 +132,22 @@ def _compare_tables(report: dict) -> list:
         for col in bt.columns[2:]:
             col.justify = "right"
         bt.caption = legend
+        gaps = report.get("gaps")  # with 2 or more buckets: each model's first bucket minus its last
+
+        def gap_row(task: str, name: str, g: dict, **kw) -> None:
+            bt.add_row(task, name, *[fmt_ci(g[x]["gap"], g[x]["ci"]) for x in labels],
+                       *[diff_cell(g[x], bs["n"]) for x in labels[1:]], **kw)
+
         for task, e in report["tasks"].items():
             for b in e["buckets"]:
                 c = b["models"]
                 bt.add_row(task, b["name"], *[f"{fmt_ci(c[x]['spearman'], c[x]['ci'])} ({c[x]['pairs']})" for x in labels],
                            *[diff_cell(c[x], bs["n"]) for x in labels[1:]])
+            if gaps:
+                gap_row(task, "gap (first − last)", gaps["tasks"][task]["models"], style="italic")
             bt.add_section()
+        if gaps:
+            gap_row("avg", "avg gap", gaps["avg"]["models"], style="bold")
+            bt.caption = legend + " gap = first bucket's Spearman − last bucket's (the paper's length bias), on the same resamples."
         tables.append(bt)
     return tables

@@ -6,7 +6,8 @@
 Data flow of compare_models: pairs (``evaluate.load_tasks``) -> every distinct model encoded once, each with its own
 pooling (what its folder records, or ``--pooling`` for all) -> ``evaluate.score_tasks`` (cached cosines)
 -> ``stats.compare`` (one set of resampled pair indices per replicate, applied to every model; groups
-also resample their seeds) -> the report (README, "compare JSON").
+also resample their seeds) -> the report (README, "compare JSON"); with 2 or more length buckets, also each entry's
+gap (:func:`gaps_block`: first bucket minus last, on the same replicates).
 
 An entry is a model (``--model``) or a group of seeds of one method (``--group NAME=PATH,PATH,...``);
 the first entry is the baseline every later one is compared with. Wherever a model goes, a scores file
@@ -17,6 +18,7 @@ cosines are used as they are (nothing is encoded), once their pair fingerprints 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -147,6 +149,55 @@ def saved_scores(spec: str, task_pairs: Mapping[str, Sequence[Pair]], bucket_lis
     return scores, meta
 
 
+def _round(x: float | None) -> float | None:
+    """A point as the report rounds it (4 decimals, as ``stats`` does); None where undefined."""
+    return None if x is None or not math.isfinite(x) else round(float(x), 4)
+
+
+def gaps_block(stat_entries: Sequence[stats.Entry], aggregate: str, bucket_list, n: int, level: float,
+                seed: int) -> dict | None:
+    """The ``gaps`` block of the report: each entry's first bucket's Spearman minus its last's (the paper's
+    length bias, as ``length.add_intervals`` computes it), per task and averaged over the tasks; None with
+    fewer than 2 buckets.
+
+    The replicates are those ``stats.compare`` used (``stats.bootstrap`` is deterministic): a gap's replicates
+    are its two buckets' replicates subtracted one by one, so a group's interval includes its seed resampling.
+    A cell is ``{"gap", "ci"}``, plus ``{"diff", "diff_ci", "p", "significant"}`` (its gap minus the
+    baseline's, paired) after the first entry, plus ``"seeds"`` (each seed's own gap) for a group. Each seed is
+    bootstrapped alongside as a model of its own: it is already among the scored models, so this draws
+    nothing new and changes no other replicate.
+    """
+    bucket_list = list(bucket_list or [])
+    if len(bucket_list) < 2:
+        return None
+    seed_entries = [stats.Entry(f"{e.label} seed {i}", [m]) for e in stat_entries if e.group for i, m in enumerate(e.members)]
+    res = stats.bootstrap(list(stat_entries) + seed_entries, aggregate, bucket_list, n, seed)
+
+    def gaps_of(st: stats.EntryStats) -> tuple[dict[str, stats.Estimate], stats.Estimate]:
+        g = {t: stats.minus(b[0], b[-1]) for t, b in st.buckets.items()}
+        return g, stats.mean_estimate(list(g.values()), n)
+
+    main = [gaps_of(st) for st in res[:len(stat_entries)]]
+    per_seed = iter(gaps_of(st) for st in res[len(stat_entries):])
+    seeds = [[next(per_seed) for _ in e.members] if e.group else None for e in stat_entries]
+
+    def cells(pick) -> dict[str, dict]:
+        out = {}
+        for i, (e, g, sg) in enumerate(zip(stat_entries, main, seeds)):
+            est = pick(g)
+            cell = {"gap": _round(est.point), "ci": stats.interval(est, level)}
+            if i:
+                cell.update(stats.paired(est, pick(main[0]), level))
+            if sg is not None:
+                cell["seeds"] = [_round(pick(s).point) for s in sg]
+            out[e.label] = cell
+        return out
+
+    tasks = list(res[0].buckets)
+    return {"tasks": {t: {"models": cells(lambda g, t=t: g[0][t])} for t in tasks},
+            "avg": {"models": cells(lambda g: g[1])}}
+
+
 def compare_models(
     entries: Sequence[EntrySpec],
     task_pairs: Mapping[str, Sequence[Pair]],
@@ -219,6 +270,9 @@ def compare_models(
     if bucket_list:
         report["length_unit"] = length_unit
         report["buckets"] = [b.as_dict() for b in bucket_list]
+        gaps = gaps_block(stat_entries, aggregate, bucket_list, n, level, seed)
+        if gaps is not None:
+            report["gaps"] = gaps
     return report
 
 
