@@ -6,8 +6,9 @@ as such. Only the JSON files directly in the results folder are read (``archive/
 Nothing here is hand-edited: rerun ``python benchmarks/study.py --report-only``. A matrix cut short gives a
 report of the cells that finished, naming the ones that did not.
 
-The paired comparison of ESimCSE and SimCSE (``esimcse compare --group`` over ``docs/results/scores/*.npz``) is
-not wired in yet: :func:`section_compare_placeholder` says so in the report.
+The paired comparisons (ESimCSE against SimCSE over the seeds, the parts against SimCSE, do no harm) are
+``esimcse compare --group`` runs over the cells' ``docs/results/scores/*.npz``, made by :mod:`study_compare`; their
+JSON files (``docs/results/compare/``) hold every interval and p-value the report quotes.
 """
 
 from __future__ import annotations
@@ -406,8 +407,9 @@ def _mean(values) -> Optional[float]:
     return mean_std(values)[0]
 
 
-def claims(st: Study) -> Tuple[str, Dict[str, Any]]:
-    """The plain-language verdicts, computed from the numbers; also returns the figures used."""
+def claims(st: Study, core: Optional[Dict[str, Any]] = None) -> Tuple[str, Dict[str, Any]]:
+    """The plain-language verdicts, computed from the numbers; also returns the figures used. ``core``: the
+    ``esimcse compare`` JSON of SimCSE's seeds against ESimCSE's (its paired test decides claim 1 when given)."""
     S, E = st.get("SimCSE"), st.get("ESimCSE")
     lines: List[str] = []
     fig: Dict[str, Any] = {}
@@ -436,9 +438,14 @@ def claims(st: Study) -> Tuple[str, Dict[str, Any]]:
             verdict = "**does not reproduce at this scale**: ESimCSE is ahead on average, but not beyond seed noise"
         else:
             verdict = "**does not reproduce at this scale**: ESimCSE is not ahead"
-        lines.append(f"1. *ESimCSE beats SimCSE on the 7-task average* (paper: {PAPER['avg']['ESimCSE']:.2f} vs "
-                     f"{PAPER['avg']['SimCSE']:.2f}, +{paper_d:.2f}): here {me:.2f} vs {ms:.2f} over {ne} and {ns} seeds, "
-                     f"a difference of {d:+.2f}, {beyond}{t}. {verdict}.")
+        head = (f"1. *ESimCSE beats SimCSE on the 7-task average* (paper: {PAPER['avg']['ESimCSE']:.2f} vs "
+                f"{PAPER['avg']['SimCSE']:.2f}, +{paper_d:.2f}): here {me:.2f} vs {ms:.2f} over {ne} and {ns} seeds")
+        if core is not None:  # the paired test over pairs and seeds decides (esimcse compare)
+            import study_compare
+
+            lines.append(f"{head}; seed std {fmt(ss)} (SimCSE) and {fmt(se_)} (ESimCSE). {study_compare.verdict(core)}")
+        else:
+            lines.append(f"{head}, a difference of {d:+.2f}, {beyond}{t}. {verdict}.")
         ds = _mean([dev_best(x) for x in S])
         de = _mean([dev_best(x) for x in E])
         sd = max([x for x in (mean_std([dev_best(x) for x in S])[1], mean_std([dev_best(x) for x in E])[1]) if x is not None], default=None)
@@ -522,8 +529,8 @@ def claims(st: Study) -> Tuple[str, Dict[str, Any]]:
 
 
 def hypotheses(st: Study, fig: Dict[str, Any]) -> str:
-    """What the numbers suggest (only when ESimCSE misses the 1.0 goal, or cannot be compared yet)."""
-    if "d_test" not in fig or fig["d_test"] >= GOAL:
+    """What the numbers point to next, as hypotheses (once ESimCSE and SimCSE can be compared)."""
+    if "d_test" not in fig:
         return ""
     out = []
     tr = [d for d in st.trained() if d.get("group") in (CORE, ABLATIONS)]
@@ -581,18 +588,6 @@ def hypotheses(st: Study, fig: Dict[str, Any]) -> str:
     out.append("- **Model.** The default model is a sentence-fine-tuned MiniLM, not the raw BERT-base of the paper; ESimCSE's claims "
                "are about unsupervised training from a raw encoder, which this study does not test.")
     return "\n".join(out)
-
-
-def section_compare_placeholder(st: Study) -> str:
-    """PLACEHOLDER: the paired ESimCSE-vs-SimCSE test (``esimcse compare --group``) from ``docs/results/scores/*.npz``.
-
-    Not wired in yet: it will read each cell's per-pair test cosines (``scores_file.load_scores``) and compare the
-    core groups pair by pair. Until then the report says which score files are there.
-    """
-    have = [d["cell"] for d in st.docs if (d.get("scores") or {}).get("path")]
-    return ("*Not generated yet*: the paired comparison (`esimcse compare --group`, ESimCSE's seeds against SimCSE's, "
-            "and each cell against `untrained-avg`) will be computed from the per-pair test cosines in "
-            f"`docs/results/scores/` ({len(have)} of {len(st.docs)} cells have one).")
 
 
 # ============================================================================== plots
@@ -790,7 +785,12 @@ def status_text(st: Study) -> str:
     return "\n\n".join(lines)
 
 
-def build_markdown(st: Study, md_path: Path, plots: Dict[str, Optional[Path]]) -> str:
+def build_markdown(st: Study, md_path: Path, plots: Dict[str, Optional[Path]],
+                   reports: Optional[Dict[str, Dict[str, Any]]] = None) -> str:
+    """The section's markdown; ``reports``: the ``esimcse compare`` JSONs of :func:`study_compare.run_all`."""
+    import study_compare
+
+    reports = reports or {}
     parts = ["## Results study (ESimCSE vs SimCSE)", ""]
     if not st.docs:
         parts.append("No cell has finished yet.")
@@ -801,12 +801,15 @@ def build_markdown(st: Study, md_path: Path, plots: Dict[str, Optional[Path]]) -
             parts += ["", f"`{d['cell']}` left out: its step budget ({budget_of(d)}) differs from the study's ({st.budget})."]
         return "\n".join(parts)
     parts += [setup_text(st), "", "### Cells and code version", "", status_text(st), ""]
-    c_text, fig = claims(st)
+    c_text, fig = claims(st, reports.get("core"))
     parts += ["### Which claims reproduce at this scale", "", c_text, ""]
     hyp = hypotheses(st, fig)
     if hyp:
-        parts += ["### Hypotheses", "", f"ESimCSE does not beat SimCSE by ≥ {GOAL:.1f} here. What the numbers point to:", "", hyp, ""]
-    parts += ["### ESimCSE vs SimCSE, paired (`esimcse compare --group`)", "", section_compare_placeholder(st), ""]
+        lead = (f"ESimCSE does not beat SimCSE by ≥ {GOAL:.1f} here." if fig["d_test"] < GOAL
+                else f"ESimCSE beats SimCSE by ≥ {GOAL:.1f} here.")
+        parts += ["### Hypotheses", "", f"{lead} What the numbers point to next (hypotheses to test, not conclusions):", "",
+                  hyp, ""]
+    parts += ["### ESimCSE vs SimCSE, paired (`esimcse compare --group`)", "", study_compare.section(st, reports), ""]
     parts += ["### Test Spearman (7 tasks)", "", table_test(st), ""]
     if plots.get("test"):
         parts += [f"![test]({_rel(plots['test'], md_path)})", ""]
@@ -815,7 +818,12 @@ def build_markdown(st: Study, md_path: Path, plots: Dict[str, Optional[Path]]) -
     if plots.get("dev"):
         parts += [f"![dev curves]({_rel(plots['dev'], md_path)})", ""]
     parts += ["### Do no harm (`--pooler auto`) against the untrained start", "", table_do_no_harm(st), ""]
-    parts += ["### Length bias (STS-B test buckets) and the repetition probe", "", table_length(st), ""]
+    parts += ["### Length bias (STS-B test buckets) and the repetition probe", ""]
+    by_group = study_compare.section_length(reports)
+    if by_group:
+        parts += ["Per model, paired (groups of seeds: the interval includes the seed spread). Gap = the ≤ 3 bucket − "
+                  "the > 3 bucket; a smaller gap is less length bias.", "", by_group, "", "Per cell:", ""]
+    parts += [table_length(st), ""]
     if plots.get("length"):
         parts += [f"![length]({_rel(plots['length'], md_path)})", ""]
     parts += ["### Training cost", "", table_cost(st), ""]
@@ -836,15 +844,18 @@ def write_report(results_dir, matrix, md_path: Path, plots_dir: Path, section: s
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _results import update_section
 
+    import study_compare
+
     st = Study(load_results(results_dir), matrix)
+    reports = study_compare.run_all(st, matrix, results_dir)
     prefix = "study" if section == "study" else section
     plots = {
         "test": plot_test(st, plots_dir / f"{prefix}_test.png"),
         "dev": plot_dev_curves(st, plots_dir / f"{prefix}_dev_curves.png"),
         "length": plot_length(st, plots_dir / f"{prefix}_length.png"),
     }
-    md = build_markdown(st, md_path, plots)
+    md = build_markdown(st, md_path, plots, reports)
     if section != "study":
         md = md.replace("## Results study (ESimCSE vs SimCSE)", f"## Results study: {section}", 1)
     update_section(section, md, command, path=md_path)
-    return [p for p in plots.values() if p is not None]
+    return [p for p in plots.values() if p is not None] + study_compare.files_of(results_dir)

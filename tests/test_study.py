@@ -427,7 +427,7 @@ def test_report_numbers_come_from_the_jsons(tmp_path):
     assert "kept the starting model" in text and "-1.00" in text
     # code version: the odd one out named
     assert "did not all run one package version" in text and "`esimcse-official` (bbbbbbbbbbbbbbbb" in text
-    assert "Not generated yet" in text  # the compare placeholder
+    assert "not compared yet" in text  # no scores files: no paired comparison
     assert len(written) == 3 and all(p.is_file() and p.stat().st_size > 1000 for p in written)
 
 
@@ -448,3 +448,76 @@ def test_report_without_cells(tmp_path):
     matrix = study.load_matrix(REPO / study.DEFAULT_MATRIX)
     study_report.write_report(tmp_path / "none", matrix, md, tmp_path)
     assert "Missing: simcse-s42, esimcse-s42" in md.read_text()
+
+
+# ------------------------------------------------------------------------------ the paired comparisons
+def _fake_scores(task_pairs, noise: float, seed: int):
+    """Per-pair scores as a model with this much noise on the gold scores would give (lengths in words)."""
+    import numpy as np
+
+    from esimcse_cli.core import sts
+    from esimcse_cli.core.evaluate import TaskScores
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, pairs in task_pairs.items():
+        gold = np.array([p.score for p in pairs])
+        ts = TaskScores(cos=gold / 5.0 + rng.normal(0, noise, len(pairs)), gold=gold,
+                        diff=np.array([abs(len(p.a.split()) - len(p.b.split())) for p in pairs]))
+        if name in sts.STS_SUBSETS:
+            order = {}
+            ts.subset_ids = np.array([order.setdefault(p.subset, len(order)) for p in pairs])
+            ts.subsets = tuple(order)
+        out[name] = ts
+    return out
+
+
+def test_report_comparisons_are_esimcse_compare_runs(tmp_path):
+    """The compare section is `esimcse compare --group` over the cells' scores files: its JSON holds the numbers
+    the report quotes, equal to the core compare over the same files; unchanged inputs are not compared again."""
+    from sts_fixtures import make_senteval
+
+    from esimcse_cli.core import compare, evaluate, scores_file
+
+    data = make_senteval(tmp_path / "data", n_per_subset=24)
+    task_pairs = evaluate.load_tasks(str(data), None, "test")
+    res = tmp_path / "results"
+    cells = _fake_study(res)
+    (res / "scores").mkdir()
+    for i, c in enumerate(cells):  # ESimCSE's seeds: less noise than SimCSE's
+        noise = 0.15 if c["label"] == "ESimCSE" else 0.3
+        scores_file.save_scores(res / c["scores"]["path"], _fake_scores(task_pairs, noise, i), {"model": c["cell"]},
+                                pairs=task_pairs, length_unit="words")
+    matrix = study.load_matrix(REPO / study.DEFAULT_MATRIX)
+    matrix.data_dir = str(data)
+    matrix.eval["bootstrap"] = 200
+    md = tmp_path / "RESULTS.md"
+    written = study_report.write_report(res, matrix, md, tmp_path)
+    text = md.read_text()
+    core_path = res / "compare" / "core.json"
+    assert core_path in written and (res / "compare" / "parts.json") in written and (res / "compare" / "do_no_harm.json") in written
+    core = json.loads(core_path.read_text())
+    assert core["baseline"] == "SimCSE" and [m["label"] for m in core["models"]] == ["SimCSE", "ESimCSE"]
+    assert [len(m["members"]) for m in core["models"]] == [3, 3] and core["bootstrap"]["n"] == 200
+    files = {lab: ",".join(str(res / "scores" / f"{n}-s{s}.npz") for s in (42, 43, 44))
+             for lab, n in (("SimCSE", "simcse"), ("ESimCSE", "esimcse"))}
+    direct = compare.compare([("group", f"SimCSE={files['SimCSE']}"), ("group", f"ESimCSE={files['ESimCSE']}")], None,
+                             str(data), None, None, bucket_by_length=True, buckets="0-3,4-", bootstrap=200, seed=42)
+    assert core["tasks"] == direct["tasks"] and core["avg"] == direct["avg"]
+    cell = core["avg"]["models"]["ESimCSE"]
+    assert cell["diff"] > 0 and cell["p"] is not None and len(cell["diff_ci"]) == 2
+    assert f"Δ {cell['diff']:+.2f} [{cell['diff_ci'][0]:+.2f}, {cell['diff_ci'][1]:+.2f}]" in text
+    assert "of the paper's +2.02" in text and core["study"]["command"].startswith("esimcse compare ")
+    assert f"`{core['study']['command']}`" in text
+    parts = json.loads((res / "compare" / "parts.json").read_text())  # queue-only has another budget: left out
+    assert [m["label"] for m in parts["models"]] == ["SimCSE", "repetition only", "ESimCSE (official variants)"]
+    dnh = json.loads((res / "compare" / "do_no_harm.json").read_text())
+    assert [m["label"] for m in dnh["models"]] == ["untrained start (avg)", "SimCSE (pooler auto)"]
+    # unchanged inputs: reused as they are; a changed scores file: compared again
+    stamp = core_path.stat().st_mtime_ns
+    study_report.write_report(res, matrix, md, tmp_path)
+    assert core_path.stat().st_mtime_ns == stamp
+    scores_file.save_scores(res / "scores" / "esimcse-s43.npz", _fake_scores(task_pairs, 0.2, 99), {"model": "x"},
+                            pairs=task_pairs, length_unit="words")
+    study_report.write_report(res, matrix, md, tmp_path)
+    assert json.loads(core_path.read_text())["avg"] != core["avg"]
