@@ -105,6 +105,7 @@ def run_all(st, matrix, results_dir, echo=print) -> Dict[str, Dict[str, Any]]:
         if rep is None:
             err = (proc.stderr or proc.stdout).strip().splitlines()
             echo(f"compare {name} failed (exit {proc.returncode}): {err[-1] if err else '?'}")
+            path.unlink(missing_ok=True)  # an older comparison of other inputs must not pass for this one
             continue
         rep["study"] = {"command": shell_line(args), "inputs": inputs}
         tmp = path.with_suffix(".json.tmp")
@@ -122,10 +123,10 @@ def read(path: Path) -> Optional[Dict[str, Any]]:
     return d if isinstance(d, dict) and d.get("command") == "compare" else None
 
 
-def files_of(results_dir) -> List[Path]:
-    """The comparison JSON files in the results folder (to commit with the report)."""
+def files_of(results_dir, reports: Dict[str, Dict[str, Any]]) -> List[Path]:
+    """The JSON files of ``reports`` (what :func:`run_all` returned), to commit with the report."""
     d = Path(results_dir) / COMPARE_DIR
-    return [d / f"{n}.json" for n in NAMES if (d / f"{n}.json").is_file()]
+    return [d / f"{n}.json" for n in NAMES if n in reports]
 
 
 # ============================================================================== the report's text

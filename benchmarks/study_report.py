@@ -785,9 +785,41 @@ def status_text(st: Study) -> str:
     return "\n\n".join(lines)
 
 
+def load_reproductions(results_dir) -> List[Dict[str, Any]]:
+    """The re-run checks of ``benchmarks/study_reproduce.py`` (``<results>/reproduce/*.json``)."""
+    out = []
+    for p in sorted((Path(results_dir) / "reproduce").glob("*.json")):
+        try:
+            d = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(d, dict) and d.get("cell") and d.get("rerun"):
+            out.append(d)
+    return out
+
+
+def section_reproduce(repro: Sequence[Dict[str, Any]]) -> str:
+    if not repro:
+        return ("Not checked yet: `python benchmarks/study_reproduce.py CELL` re-runs a cell from its recorded command "
+                "and writes `docs/results/reproduce/CELL.json`.")
+    rows = ["| cell | recorded command | recorded test avg | re-run test avg | Δ | seeds of its method (test avg) | within the spread | same code |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for d in repro:
+        sp = d.get("seed_spread") or {}
+        seeds = (f"{len(sp.get('avg') or [])} seeds, {fmt(sp.get('min'))}–{fmt(sp.get('max'))}"
+                 + (f" (std {fmt(sp.get('std'))})" if sp.get("std") is not None else "")) if sp.get("avg") else "—"
+        rows.append(f"| {d['cell']} | `{d.get('command')}` | {fmt(d['recorded'].get('avg'))} | {fmt(d['rerun'].get('avg'))} | "
+                    f"{fmt_signed(d.get('diff_avg'))} | {seeds} | {'**yes**' if d.get('within_spread') else '**no**'} | "
+                    f"{'yes' if d.get('same_code') else 'no'} |")
+    return "\n".join(rows) + ("\n\nMade by `python benchmarks/study_reproduce.py CELL`: the recorded command run again "
+                              "with its output in a temporary folder (the study's JSON is untouched).")
+
+
 def build_markdown(st: Study, md_path: Path, plots: Dict[str, Optional[Path]],
-                   reports: Optional[Dict[str, Dict[str, Any]]] = None) -> str:
-    """The section's markdown; ``reports``: the ``esimcse compare`` JSONs of :func:`study_compare.run_all`."""
+                   reports: Optional[Dict[str, Dict[str, Any]]] = None,
+                   repro: Sequence[Dict[str, Any]] = ()) -> str:
+    """The section's markdown; ``reports``: the ``esimcse compare`` JSONs of :func:`study_compare.run_all`;
+    ``repro``: the re-run checks (:func:`load_reproductions`)."""
     import study_compare
 
     reports = reports or {}
@@ -827,6 +859,7 @@ def build_markdown(st: Study, md_path: Path, plots: Dict[str, Optional[Path]],
     if plots.get("length"):
         parts += [f"![length]({_rel(plots['length'], md_path)})", ""]
     parts += ["### Training cost", "", table_cost(st), ""]
+    parts += ["### Re-running a cell from its recorded command", "", section_reproduce(repro), ""]
     parts += ["Each cell's JSON in `docs/results/` holds its full configuration, the corpus (files, count, sha256), the command "
               "that reproduces it (`command`, plus the equivalent `esimcse train` / `esimcse length-analysis` lines in "
               "`cli_commands`), the dev curve, per-subset and per-bucket scores with intervals, the probe, timings, package "
@@ -838,7 +871,7 @@ def build_markdown(st: Study, md_path: Path, plots: Dict[str, Optional[Path]],
 
 def write_report(results_dir, matrix, md_path: Path, plots_dir: Path, section: str = "study",
                  command: Optional[str] = None) -> List[Path]:
-    """Regenerate the plots and the section; returns the plot files written."""
+    """Run (or reuse) the comparisons, regenerate the plots and the section; returns the plot and comparison files."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -854,8 +887,8 @@ def write_report(results_dir, matrix, md_path: Path, plots_dir: Path, section: s
         "dev": plot_dev_curves(st, plots_dir / f"{prefix}_dev_curves.png"),
         "length": plot_length(st, plots_dir / f"{prefix}_length.png"),
     }
-    md = build_markdown(st, md_path, plots, reports)
+    md = build_markdown(st, md_path, plots, reports, load_reproductions(results_dir))
     if section != "study":
         md = md.replace("## Results study (ESimCSE vs SimCSE)", f"## Results study: {section}", 1)
     update_section(section, md, command, path=md_path)
-    return [p for p in plots.values() if p is not None] + study_compare.files_of(results_dir)
+    return [p for p in plots.values() if p is not None] + study_compare.files_of(results_dir, reports)

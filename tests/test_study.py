@@ -521,3 +521,37 @@ def test_report_comparisons_are_esimcse_compare_runs(tmp_path):
                             pairs=task_pairs, length_unit="words")
     study_report.write_report(res, matrix, md, tmp_path)
     assert json.loads(core_path.read_text())["avg"] != core["avg"]
+
+
+def test_reproduce_reruns_the_recorded_command_and_checks_the_seed_spread(tmp_path, monkeypatch):
+    import study_reproduce
+
+    res = tmp_path / "results"
+    _fake_study(res)  # SimCSE seeds: test avg 73.0, 73.2, 73.4
+    seen = {}
+
+    def fake_run(cmd, check=False):  # stands in for the re-run: writes the cell with a shifted score
+        seen["cmd"] = cmd
+        out = Path(cmd[cmd.index("--results-dir") + 1])
+        out.mkdir(parents=True)
+        doc = json.loads((res / "simcse-s43.json").read_text())
+        doc["eval"]["avg"] += seen.get("shift", 0.05)
+        (out / "simcse-s43.json").write_text(json.dumps(doc))
+        return type("P", (), {"returncode": 0})()
+
+    monkeypatch.setattr(study_reproduce.subprocess, "run", fake_run)
+    doc = json.loads((res / "simcse-s43.json").read_text())
+    doc["command"] = "python benchmarks/study.py --cells simcse-s43 --force"
+    (res / "simcse-s43.json").write_text(json.dumps(doc))
+    assert study_reproduce.main(["simcse-s43", "--results-dir", str(res)]) == 0
+    assert seen["cmd"][1:5] == ["benchmarks/study.py", "--cells", "simcse-s43", "--force"] and "--no-report" in seen["cmd"]
+    rep = json.loads((res / "reproduce" / "simcse-s43.json").read_text())
+    assert rep["within_spread"] and rep["diff_avg"] == 0.05 and rep["seed_spread"]["min"] == 73.0 and rep["same_code"]
+    assert json.loads((res / "simcse-s43.json").read_text())["eval"]["avg"] == doc["eval"]["avg"]  # the study's JSON untouched
+    md = tmp_path / "R.md"
+    study_report.write_report(res, None, md, tmp_path)
+    assert "| simcse-s43 | `python benchmarks/study.py --cells simcse-s43 --force` | 73.20 | 73.25 | +0.05 | 3 seeds, 73.00–73.40" in md.read_text()
+    seen["shift"] = 0.5  # 73.7: outside 73.0–73.4
+    assert study_reproduce.main(["simcse-s43", "--results-dir", str(res)]) == 1
+    assert not json.loads((res / "reproduce" / "simcse-s43.json").read_text())["within_spread"]
+    assert study_reproduce.main(["no-such-cell", "--results-dir", str(res)]) == 2
