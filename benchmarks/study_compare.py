@@ -130,12 +130,23 @@ def files_of(results_dir, reports: Dict[str, Dict[str, Any]]) -> List[Path]:
 
 
 # ============================================================================== the report's text
-TASK_SHORT = {"STSBenchmark": "STS-B", "SICKRelatedness": "SICK-R"}
-PAPER_GAIN = 2.02  # the paper's ESimCSE - SimCSE on the 7-task average (78.27 - 76.25, BERT-base)
+def _paper_gain() -> float:
+    """The paper's ESimCSE - SimCSE on the 7-task average (``study_report.PAPER``: 78.27 - 76.25, BERT-base)."""
+    from study_report import PAPER
+
+    return round(PAPER["avg"]["ESimCSE"] - PAPER["avg"]["SimCSE"], 2)
 
 
 def _f(x: Optional[float], nd: int = 2, signed: bool = False) -> str:
-    return "—" if x is None else (f"{x:+.{nd}f}" if signed else f"{x:.{nd}f}")
+    from study_report import fmt, fmt_signed
+
+    return fmt_signed(x, nd) if signed else fmt(x, nd)
+
+
+def _short(task: str) -> str:
+    from study_report import SHORT
+
+    return SHORT.get(task, task)
 
 
 def _ci(cell: Dict[str, Any], key: str = "spearman", ci: str = "ci", signed: bool = False) -> str:
@@ -169,7 +180,7 @@ def table_scores(rep: Dict[str, Any]) -> str:
     rest = heads[1:]
     cols = ["task", "pairs", *[h for _, h in heads]] + [x for lab, _ in rest for x in (f"Δ {lab} [95% CI]", "p")]
     rows = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
-    items = [(TASK_SHORT.get(t, t), str(e["pairs"]), e["models"]) for t, e in rep["tasks"].items()]
+    items = [(_short(t), str(e["pairs"]), e["models"]) for t, e in rep["tasks"].items()]
     items.append(("**avg**", str(sum(e["pairs"] for e in rep["tasks"].values())), rep["avg"]["models"]))
     for task, pairs, cells in items:
         vals = [_ci(cells[lab]) for lab, _ in heads]
@@ -187,7 +198,7 @@ def table_gaps(rep: Dict[str, Any], task: str = "STSBenchmark") -> str:
     if not gaps or not te or not te.get("buckets"):
         return ""
     b0, b1 = te["buckets"][0], te["buckets"][-1]
-    short = TASK_SHORT.get(task, task)
+    short = _short(task)
     cols = ["model", f"{short} {b0['name']} (pairs)", f"{short} {b1['name']} (pairs)", f"{short} gap [95% CI]",
             f"Δ {short} gap vs {rep['baseline']}, p", "mean gap over the tasks [95% CI]", f"Δ mean gap vs {rep['baseline']}, p"]
     rows = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
@@ -208,9 +219,10 @@ def verdict(rep: Dict[str, Any]) -> str:
     d, ci = cell.get("diff"), cell.get("diff_ci")
     if d is None:
         return "The 7-task average difference is undefined."
-    size = f"{d / PAPER_GAIN:.0%} of the paper's +{PAPER_GAIN:.2f}"
-    inside = ci is not None and ci[0] <= PAPER_GAIN <= ci[1]
-    where = (f"an interval that {'contains' if inside else 'excludes'} the paper's +{PAPER_GAIN:.2f}" if ci else "no interval")
+    paper = _paper_gain()
+    size = f"{d / paper:.0%} of the paper's +{paper:.2f}"
+    inside = ci is not None and ci[0] <= paper <= ci[1]
+    where = (f"an interval that {'contains' if inside else 'excludes'} the paper's +{paper:.2f}" if ci else "no interval")
     what = f"{heads.get('ESimCSE')} against {heads.get('SimCSE')}: Δ {d:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}], p {_p(cell)}" if ci \
         else f"Δ {d:+.2f}"
     if cell.get("significant") and d > 0:
@@ -232,7 +244,7 @@ def length_sentence(rep: Dict[str, Any], task: str = "STSBenchmark") -> str:
     a = gaps["avg"]["models"]["ESimCSE"]
     s0 = gaps["tasks"][task]["models"]["SimCSE"].get("gap")
     parts = []
-    for name, c in ((TASK_SHORT.get(task, task), g), ("the mean over the 7 tasks", a)):
+    for name, c in ((_short(task), g), ("the mean over the 7 tasks", a)):
         if c.get("diff") is None:
             continue
         if c.get("significant"):
@@ -242,7 +254,7 @@ def length_sentence(rep: Dict[str, Any], task: str = "STSBenchmark") -> str:
             parts.append(f"on {name} the change in the gap is within noise (Δ gap {_ci(c, 'diff', 'diff_ci', signed=True)}, p {_p(c)})")
     if not parts:
         return ""
-    lead = f"SimCSE's own {TASK_SHORT.get(task, task)} gap is {_f(s0, signed=True)}; " if s0 is not None else ""
+    lead = f"SimCSE's own {_short(task)} gap is {_f(s0, signed=True)}; " if s0 is not None else ""
     text = lead + "; ".join(parts)
     return f"**Does repetition narrow the gap?** {text[0].upper()}{text[1:]}."
 
