@@ -441,6 +441,36 @@ def test_report_one_code_version(tmp_path):
     assert ok and "All 2 cells ran one package version" in text
 
 
+def test_dev_gap_trend_tells_a_lead_that_levels_off_from_one_that_keeps_rising():
+    steps = [125, 250, 375, 500, 568]
+    # the study's core curve: the lead opens by step 250 and then stays at about +0.21
+    assert study_report.dev_gap_trend(steps, [0.01, 0.21, 0.21, 0.22, 0.21]).startswith("it opens by step 250")
+    assert study_report.dev_gap_trend(steps, [0.0, 0.1, 0.2, 0.3, 0.4]).startswith("rising")
+    assert study_report.dev_gap_trend(steps, [0.3, 0.2, 0.2, 0.1, 0.0]).startswith("falling or flat")
+    assert study_report.dev_gap_trend(steps, [0.2, 0.21, 0.2, 0.22, 0.21]).startswith("falling or flat")
+
+
+def test_length_claim_quotes_the_paired_gap_test(tmp_path):
+    res = tmp_path / "results"
+    res.mkdir()
+    for c in (fake_cell("simcse-s42", "SimCSE", 42, 0.0), fake_cell("esimcse-s42", "ESimCSE", 42, 0.3)):
+        (res / f"{c['cell']}.json").write_text(json.dumps(c))
+    st = study_report.Study(study_report.load_results(res), None)
+
+    def core(diff, ci, p, sig):
+        cell = {"gap": 9.7, "ci": [1.0, 18.0], "diff": diff, "diff_ci": ci, "p": p, "significant": sig}
+        return {"models": [{"label": "SimCSE"}, {"label": "ESimCSE"}], "avg": {"models": {}},
+                "gaps": {"tasks": {"STSBenchmark": {"models": {"SimCSE": {"gap": 10.0}, "ESimCSE": cell}}}}}
+
+    claim4 = lambda text: next(line for line in text.splitlines() if line.startswith("4."))  # noqa: E731
+    text, _ = study_report.claims(st, core(-0.93, [-2.56, 0.62], 0.244, False))
+    assert "-0.93 [-2.56, +0.62], p 0.244: **within noise**" in claim4(text)
+    text, _ = study_report.claims(st, core(-3.1, [-5.0, -1.2], 0.002, True))
+    assert "-3.10 [-5.00, -1.20], p 0.002: **a significant narrowing**" in claim4(text)
+    text, _ = study_report.claims(st, None)  # no paired comparison yet: no paired sentence
+    assert "paired over the pairs" not in claim4(text) and "ESimCSE's gap is" in claim4(text)
+
+
 def test_report_without_cells(tmp_path):
     md = tmp_path / "RESULTS.md"
     study_report.write_report(tmp_path / "none", None, md, tmp_path)
