@@ -420,9 +420,34 @@ def _mean(values) -> Optional[float]:
     return mean_std(values)[0]
 
 
-def claims(st: Study, core: Optional[Dict[str, Any]] = None) -> Tuple[str, Dict[str, Any]]:
+def _paired_verdict(rep: Optional[Dict[str, Any]], label: str) -> str:
+    """One entry of an ``esimcse compare`` JSON against its baseline, on the 7-task average, with the tasks on
+    which it is significantly worse (do no harm)."""
+    cell = ((rep or {}).get("avg") or {}).get("models", {}).get(label) or {}
+    if cell.get("diff") is None or not cell.get("diff_ci"):
+        return ""
+    lo, hi = cell["diff_ci"]
+    p = cell.get("p")
+    ptxt = "p < 0.001" if p is not None and p < 0.001 else f"p {p:.3f}" if p is not None else "p —"
+    if lo == hi == cell["diff"] == 0:
+        word = "**the same model as the start** (identical scores)"
+    elif cell.get("significant"):
+        word = "**significantly better than the start**" if cell["diff"] > 0 else "**significantly worse than the start (harm)**"
+    else:
+        word = "**no measurable change**"
+    worse = [f"{SHORT.get(t, t)} {c['diff']:+.2f}" for t, c in ((t, ((rep.get("tasks") or {}).get(t) or {}).get("models", {})
+             .get(label) or {}) for t in TASKS) if c.get("significant") and (c.get("diff") or 0) < 0]
+    out = f"paired Δ {cell['diff']:+.2f} [{lo:+.2f}, {hi:+.2f}], {ptxt}, {word}"
+    if worse:
+        out += f", though significantly worse on {', '.join(worse)}"
+    return out
+
+
+def claims(st: Study, core: Optional[Dict[str, Any]] = None,
+           dnh: Optional[Dict[str, Any]] = None) -> Tuple[str, Dict[str, Any]]:
     """The plain-language verdicts, computed from the numbers; also returns the figures used. ``core``: the
-    ``esimcse compare`` JSON of SimCSE's seeds against ESimCSE's (its paired test decides claim 1 when given)."""
+    ``esimcse compare`` JSON of SimCSE's seeds against ESimCSE's (its paired test decides claim 1 when given);
+    ``dnh``: the one of the ``--pooler auto`` cells against the untrained mean-pooled start (claim 5)."""
     S, E = st.get("SimCSE"), st.get("ESimCSE")
     lines: List[str] = []
     fig: Dict[str, Any] = {}
@@ -537,13 +562,15 @@ def claims(st: Study, core: Optional[Dict[str, Any]] = None) -> Tuple[str, Dict[
         lines.append("4. *SimCSE is biased by length*: not measured yet.")
     # ---- claim 5: do no harm
     start = st.start("avg")
-    dnh = st.group(DO_NO_HARM)
+    dnh_report, dnh = dnh, st.group(DO_NO_HARM)
     if start and dnh and avg(start) is not None:
         parts = []
         for d in dnh:
             delta = None if avg(d) is None else avg(d) - avg(start)
-            parts.append(f"{d['label']} {fmt(avg(d))} ({fmt_signed(delta)}, best dev at step {(d.get('train') or {}).get('best_step')})")
             fig[f"dnh_{d['cell']}"] = delta
+            text = f"{d['label']} {fmt(avg(d))} ({fmt_signed(delta)}, best dev at step {(d.get('train') or {}).get('best_step')})"
+            paired = _paired_verdict(dnh_report, d["label"])
+            parts.append(text + (f": {paired}" if paired else ""))
         lines.append(f"5. *Training with the default pooler does no harm* to the untrained mean-pooling start (test avg "
                      f"{avg(start):.2f}): " + "; ".join(parts) + ".")
     else:
@@ -608,6 +635,21 @@ def hypotheses(st: Study, fig: Dict[str, Any]) -> str:
         if fig.get("d_official") is not None:
             txt += f"; the released code's variants changed the test avg by {fig['d_official']:+.2f} against paper-formula ESimCSE"
         out.append(txt + ".")
+    fell, rose = [], []
+    for d in st.group(DO_NO_HARM):
+        curve = [v for s_, v in (d.get("train") or {}).get("dev_curve") or [] if v is not None]
+        if len(curve) >= 3:
+            (fell if all(v < curve[0] for v in curve[1:]) else rose).append((d, curve))
+    if fell:
+        txt = "- **Mean pooling.** " + "; ".join(
+            f"{d['label']}'s STS-B dev fell below its start ({c[0]:.2f}) at every evaluation (lowest {min(c[1:]):.2f}, "
+            f"last {c[-1]:.2f}), so the best-dev selection kept the starting model" for d, c in fell)
+        if rose:
+            txt += "; " + "; ".join(f"{d['label']}'s rose to {max(c):.2f}" for d, c in rose)
+        txt += (". On a model already fine-tuned with mean pooling, the repeated tokens (which mean pooling counts "
+                "twice) or the dropout-free momentum targets may pull the embeddings away from what it learned; "
+                "the two ablations run with `--pooler auto` would tell which.")
+        out.append(txt)
     cls0, avg0 = st.start("cls_before_pooler"), st.start("avg")
     if cls0 and avg0:
         best_core = max((_mean([avg(x) for x in st.get(label)]) or -1e9) for label in ("SimCSE", "ESimCSE") if st.get(label)) \
@@ -866,7 +908,7 @@ def build_markdown(st: Study, md_path: Path, plots: Dict[str, Optional[Path]],
             parts += ["", f"`{d['cell']}` left out: its step budget ({budget_of(d)}) differs from the study's ({st.budget})."]
         return "\n".join(parts)
     parts += [setup_text(st), "", "### Cells and code version", "", status_text(st), ""]
-    c_text, fig = claims(st, reports.get("core"))
+    c_text, fig = claims(st, reports.get("core"), reports.get("do_no_harm"))
     parts += ["### Which claims reproduce at this scale", "", c_text, ""]
     hyp = hypotheses(st, fig)
     if hyp:

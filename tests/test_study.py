@@ -471,6 +471,43 @@ def test_length_claim_quotes_the_paired_gap_test(tmp_path):
     assert "paired over the pairs" not in claim4(text) and "ESimCSE's gap is" in claim4(text)
 
 
+def test_do_no_harm_claim_quotes_the_paired_test_and_names_harmed_tasks():
+    def rep(diff, ci, p, sig, sick=None):
+        tasks = {"SICKRelatedness": {"models": {"X": sick}}} if sick else {}
+        return {"avg": {"models": {"X": {"diff": diff, "diff_ci": ci, "p": p, "significant": sig}}}, "tasks": tasks}
+
+    sick = {"diff": -1.99, "diff_ci": [-2.29, -1.67], "p": 0.0, "significant": True}
+    text = study_report._paired_verdict(rep(1.12, [0.89, 1.37], 0.0, True, sick), "X")
+    assert text == ("paired Δ +1.12 [+0.89, +1.37], p < 0.001, **significantly better than the start**, "
+                    "though significantly worse on SICK-R -1.99")
+    assert "**significantly worse than the start (harm)**" in study_report._paired_verdict(rep(-0.5, [-0.8, -0.2], 0.01, True), "X")
+    assert "**no measurable change**" in study_report._paired_verdict(rep(0.1, [-0.2, 0.4], 0.5, False), "X")
+    assert "**the same model as the start**" in study_report._paired_verdict(rep(0.0, [0.0, 0.0], 1.0, False), "X")
+    assert study_report._paired_verdict(None, "X") == "" and study_report._paired_verdict(rep(1.0, None, 0.1, False), "X") == ""
+
+
+def test_hypotheses_flag_a_default_pooler_run_whose_dev_only_fell(tmp_path):
+    res = tmp_path / "results"
+    res.mkdir()
+    cells = [fake_cell("simcse-s42", "SimCSE", 42, 0.0), fake_cell("esimcse-s42", "ESimCSE", 42, 0.3)]
+    for name, label, curve in (("simcse-auto", "SimCSE (pooler auto)", [86.7, 87.2, 87.3]),
+                               ("esimcse-auto", "ESimCSE (pooler auto)", [86.7, 85.9, 85.4])):
+        c = fake_cell(name, label, 42, 1.0, group="do_no_harm")
+        c["train"]["dev_curve"] = [[s, v] for s, v in zip((0, 125, 568), curve)]
+        cells.append(c)
+    for c in cells:
+        (res / f"{c['cell']}.json").write_text(json.dumps(c))
+    st = study_report.Study(study_report.load_results(res), None)
+    _, fig = study_report.claims(st)
+    text = study_report.hypotheses(st, fig)
+    assert ("ESimCSE (pooler auto)'s STS-B dev fell below its start (86.70) at every evaluation (lowest 85.40, last 85.40)"
+            in text) and "SimCSE (pooler auto)'s rose to 87.30" in text
+    cells[-1]["train"]["dev_curve"][1][1] = 86.9  # one evaluation above the start: nothing to flag
+    (res / "esimcse-auto.json").write_text(json.dumps(cells[-1]))
+    st = study_report.Study(study_report.load_results(res), None)
+    assert "Mean pooling." not in study_report.hypotheses(st, study_report.claims(st)[1])
+
+
 def test_report_without_cells(tmp_path):
     md = tmp_path / "RESULTS.md"
     study_report.write_report(tmp_path / "none", None, md, tmp_path)
