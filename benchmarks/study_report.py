@@ -420,7 +420,7 @@ def _mean(values) -> Optional[float]:
     return mean_std(values)[0]
 
 
-def _paired_verdict(rep: Optional[Dict[str, Any]], label: str) -> str:
+def _paired_verdict(rep: Optional[Dict[str, Any]], label: str, ref: str = "the start") -> str:
     """One entry of an ``esimcse compare`` JSON against its baseline, on the 7-task average, with the tasks on
     which it is significantly worse (do no harm)."""
     cell = ((rep or {}).get("avg") or {}).get("models", {}).get(label) or {}
@@ -430,9 +430,9 @@ def _paired_verdict(rep: Optional[Dict[str, Any]], label: str) -> str:
     p = cell.get("p")
     ptxt = "p < 0.001" if p is not None and p < 0.001 else f"p {p:.3f}" if p is not None else "p —"
     if lo == hi == cell["diff"] == 0:
-        word = "**the same model as the start** (identical scores)"
+        word = f"**the same model as {ref}** (identical scores)"
     elif cell.get("significant"):
-        word = "**significantly better than the start**" if cell["diff"] > 0 else "**significantly worse than the start (harm)**"
+        word = f"**significantly better than {ref}**" if cell["diff"] > 0 else f"**significantly worse than {ref}**"
     else:
         word = "**no measurable change**"
     worse = [f"{SHORT.get(t, t)} {c['diff']:+.2f}" for t, c in ((t, ((rep.get("tasks") or {}).get(t) or {}).get("models", {})
@@ -443,11 +443,12 @@ def _paired_verdict(rep: Optional[Dict[str, Any]], label: str) -> str:
     return out
 
 
-def claims(st: Study, core: Optional[Dict[str, Any]] = None,
-           dnh: Optional[Dict[str, Any]] = None) -> Tuple[str, Dict[str, Any]]:
+def claims(st: Study, core: Optional[Dict[str, Any]] = None, dnh: Optional[Dict[str, Any]] = None,
+           parts_report: Optional[Dict[str, Any]] = None) -> Tuple[str, Dict[str, Any]]:
     """The plain-language verdicts, computed from the numbers; also returns the figures used. ``core``: the
     ``esimcse compare`` JSON of SimCSE's seeds against ESimCSE's (its paired test decides claim 1 when given);
-    ``dnh``: the one of the ``--pooler auto`` cells against the untrained mean-pooled start (claim 5)."""
+    ``dnh``: the one of the ``--pooler auto`` cells against the untrained mean-pooled start (claim 5);
+    ``parts_report``: the one of the ablations and the released code's variants against SimCSE's seeds (claims 2, 3)."""
     S, E = st.get("SimCSE"), st.get("ESimCSE")
     lines: List[str] = []
     fig: Dict[str, Any] = {}
@@ -510,7 +511,11 @@ def claims(st: Study, core: Optional[Dict[str, Any]] = None,
         parts.append(f"{label} {v:.2f} on dev ({d:+.2f} against SimCSE's {ms:.2f}"
                      + (f" ± {ss:.2f}" if ss is not None else "") + f"; paper {PAPER['dev'][label]:.2f} vs {PAPER['dev']['SimCSE']:.2f}), "
                      f"test avg {tv:.2f} ({tv - tS:+.2f}): " + ("helps beyond SimCSE's seed spread" if helps and ss is not None else
-                                                             "helps, single seed" if helps else "does not help here"))
+                                                             "helps, single seed" if helps else
+                                                             "ahead, but within SimCSE's seed spread" if d > 0 else "does not help here"))
+        paired = _paired_verdict(parts_report, label, "SimCSE")
+        if paired:
+            parts[-1] += f"; on the test avg, {paired}"
         fig[f"d_dev_{label}"] = d
     lines.append("2. *Each part helps on its own* (STS-B dev, best checkpoint): " + "; ".join(parts) + ".")
     # ---- claim 3: the released code's variants
@@ -522,7 +527,8 @@ def claims(st: Study, core: Optional[Dict[str, Any]] = None,
         fig["d_official"] = do
         lines.append(f"3. *The released code's formulas* (`repetition_variant` and `momentum_variant` official; max_grad_norm 1.0): "
                      f"`{o['cell']}` test avg {fmt_ci(avg(o), o['eval'].get('avg_ci'))}, {fmt_signed(do)} against the paper-formula "
-                     f"ESimCSE mean {fmt(me)}" + (f" (seed std {se_:.2f})" if se_ is not None else "") + f"; best dev {fmt(dev_best(o))}.")
+                     f"ESimCSE mean {fmt(me)}" + (f" (seed std {se_:.2f})" if se_ is not None else "") + f"; best dev {fmt(dev_best(o))}"
+                     + (f"; against SimCSE's seeds, {pv}." if (pv := _paired_verdict(parts_report, o["label"], "SimCSE")) else "."))
     else:
         lines.append("3. *The released code's formulas*: not measured yet.")
     # ---- claim 4: length bias
@@ -908,7 +914,7 @@ def build_markdown(st: Study, md_path: Path, plots: Dict[str, Optional[Path]],
             parts += ["", f"`{d['cell']}` left out: its step budget ({budget_of(d)}) differs from the study's ({st.budget})."]
         return "\n".join(parts)
     parts += [setup_text(st), "", "### Cells and code version", "", status_text(st), ""]
-    c_text, fig = claims(st, reports.get("core"), reports.get("do_no_harm"))
+    c_text, fig = claims(st, reports.get("core"), reports.get("do_no_harm"), reports.get("parts"))
     parts += ["### Which claims reproduce at this scale", "", c_text, ""]
     hyp = hypotheses(st, fig)
     if hyp:

@@ -480,9 +480,10 @@ def test_do_no_harm_claim_quotes_the_paired_test_and_names_harmed_tasks():
     text = study_report._paired_verdict(rep(1.12, [0.89, 1.37], 0.0, True, sick), "X")
     assert text == ("paired Δ +1.12 [+0.89, +1.37], p < 0.001, **significantly better than the start**, "
                     "though significantly worse on SICK-R -1.99")
-    assert "**significantly worse than the start (harm)**" in study_report._paired_verdict(rep(-0.5, [-0.8, -0.2], 0.01, True), "X")
+    assert "**significantly worse than the start**" in study_report._paired_verdict(rep(-0.5, [-0.8, -0.2], 0.01, True), "X")
     assert "**no measurable change**" in study_report._paired_verdict(rep(0.1, [-0.2, 0.4], 0.5, False), "X")
     assert "**the same model as the start**" in study_report._paired_verdict(rep(0.0, [0.0, 0.0], 1.0, False), "X")
+    assert "**significantly better than SimCSE**" in study_report._paired_verdict(rep(0.5, [0.2, 0.8], 0.01, True), "X", "SimCSE")
     assert study_report._paired_verdict(None, "X") == "" and study_report._paired_verdict(rep(1.0, None, 0.1, False), "X") == ""
 
 
