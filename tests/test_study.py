@@ -509,6 +509,25 @@ def test_hypotheses_flag_a_default_pooler_run_whose_dev_only_fell(tmp_path):
     assert "Mean pooling." not in study_report.hypotheses(st, study_report.claims(st)[1])
 
 
+def test_hypotheses_name_a_released_code_lead_only_when_the_paired_test_finds_it(tmp_path):
+    res = tmp_path / "results"
+    res.mkdir()
+    for c in (fake_cell("simcse-s42", "SimCSE", 42, 0.0), fake_cell("esimcse-s42", "ESimCSE", 42, 0.3),
+              fake_cell("esimcse-official", "ESimCSE (official variants)", 42, 1.0, group="official")):
+        (res / f"{c['cell']}.json").write_text(json.dumps(c))
+    st = study_report.Study(study_report.load_results(res), None)
+
+    def parts(sig):
+        cell = {"diff": 1.0, "diff_ci": [0.5, 1.5] if sig else [-0.1, 2.0], "p": 0.001 if sig else 0.2, "significant": sig}
+        return {"avg": {"models": {"ESimCSE (official variants)": cell}}, "tasks": {}}
+
+    text, fig = study_report.claims(st, None, None, parts(True))
+    assert "against SimCSE's seeds, paired Δ +1.00 [+0.50, +1.50], p 0.001, **significantly better than SimCSE**" in text
+    hyp = study_report.hypotheses(st, fig)
+    assert "**The released code.** Its variants are significantly ahead of SimCSE (+1.00 on the test avg) and +0.70" in hyp
+    assert "The released code." not in study_report.hypotheses(st, study_report.claims(st, None, None, parts(False))[1])
+
+
 def test_report_without_cells(tmp_path):
     md = tmp_path / "RESULTS.md"
     study_report.write_report(tmp_path / "none", None, md, tmp_path)
