@@ -888,21 +888,30 @@ def load_reproductions(results_dir) -> List[Dict[str, Any]]:
     return out
 
 
-def section_reproduce(repro: Sequence[Dict[str, Any]]) -> str:
+def section_reproduce(repro: Sequence[Dict[str, Any]], st: Optional[Study] = None) -> str:
     if not repro:
         return ("Not checked yet: `python benchmarks/study_reproduce.py CELL` re-runs a cell from its recorded command "
                 "and writes `docs/results/reproduce/CELL.json`.")
-    rows = ["| cell | recorded command | recorded test avg | re-run test avg | Δ | seeds of its method (test avg) | within the spread | same code |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = ["| cell | recorded command | recorded test avg | re-run test avg | Δ | seeds of its method (test avg) | within the spread "
+            "| same code | dev curve | s/step recorded → re-run |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    cells = {d["cell"]: d for d in st.docs} if st is not None else {}
     for d in repro:
         sp = d.get("seed_spread") or {}
         seeds = (f"{len(sp.get('avg') or [])} seeds, {fmt(sp.get('min'))}–{fmt(sp.get('max'))}"
                  + (f" (std {fmt(sp.get('std'))})" if sp.get("std") is not None else "")) if sp.get("avg") else "—"
+        rc, rr = d["recorded"].get("dev_curve"), d["rerun"].get("dev_curve")
+        curve = "—" if not rc or not rr else "identical" if rc == rr else (
+            f"max |Δ| {max(abs(a[1] - b[1]) for a, b in zip(rc, rr)):.2f}" if len(rc) == len(rr) else "different steps")
+        before = ((cells.get(d["cell"]) or {}).get("train") or {}).get("step_seconds_mean")
+        cost = f"{fmt(before)} → {fmt(d['rerun'].get('step_seconds_mean'))}"
         rows.append(f"| {d['cell']} | `{d.get('command')}` | {fmt(d['recorded'].get('avg'))} | {fmt(d['rerun'].get('avg'))} | "
                     f"{fmt_signed(d.get('diff_avg'))} | {seeds} | {'**yes**' if d.get('within_spread') else '**no**'} | "
-                    f"{'yes' if d.get('same_code') else 'no'} |")
+                    f"{'yes' if d.get('same_code') else 'no'} | {curve} | {cost} |")
     return "\n".join(rows) + ("\n\nMade by `python benchmarks/study_reproduce.py CELL`: the recorded command run again "
-                              "with its output in a temporary folder (the study's JSON is untouched).")
+                              "with its output in a temporary folder (the study's JSON is untouched). The re-run's step "
+                              "time is the cell's cost measured again; where it differs from the recorded one, the "
+                              "machine was shared during one of the two.")
 
 
 def build_markdown(st: Study, md_path: Path, plots: Dict[str, Optional[Path]],
@@ -949,7 +958,7 @@ def build_markdown(st: Study, md_path: Path, plots: Dict[str, Optional[Path]],
     if plots.get("length"):
         parts += [f"![length]({_rel(plots['length'], md_path)})", ""]
     parts += ["### Training cost", "", table_cost(st), ""]
-    parts += ["### Re-running a cell from its recorded command", "", section_reproduce(repro), ""]
+    parts += ["### Re-running a cell from its recorded command", "", section_reproduce(repro, st), ""]
     parts += ["Each cell's JSON in `docs/results/` holds its full configuration, the corpus (files, count, sha256), the command "
               "that reproduces it (`command`, plus the equivalent `esimcse train` / `esimcse length-analysis` lines in "
               "`cli_commands`), the dev curve, per-subset and per-bucket scores with intervals, the probe, timings, package "
