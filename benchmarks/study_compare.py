@@ -149,7 +149,8 @@ def _short(task: str) -> str:
     return SHORT.get(task, task)
 
 
-def _ci(cell: Dict[str, Any], key: str = "spearman", ci: str = "ci", signed: bool = False) -> str:
+def ci_text(cell: Dict[str, Any], key: str = "spearman", ci: str = "ci", signed: bool = False) -> str:
+    """``cell[key] [lo, hi]`` with ``cell[ci]`` as the interval (signed: with + on positives)."""
     v, c = cell.get(key), cell.get(ci)
     if v is None:
         return "—"
@@ -158,11 +159,14 @@ def _ci(cell: Dict[str, Any], key: str = "spearman", ci: str = "ci", signed: boo
     return _f(v, signed=signed)
 
 
+def p_text(p: Optional[float]) -> str:
+    """A p-value as the report prints it: ``< 0.001`` or three decimals (``—`` when missing)."""
+    return "—" if p is None else "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def _p(cell: Dict[str, Any]) -> str:
     p = cell.get("p")
-    if p is None:
-        return "—"
-    return ("< 0.001" if p < 0.001 else f"{p:.3f}") + (" *" if cell.get("significant") else "")
+    return p_text(p) + (" *" if p is not None and cell.get("significant") else "")
 
 
 def _heads(rep: Dict[str, Any]) -> List[Tuple[str, str]]:
@@ -183,9 +187,9 @@ def table_scores(rep: Dict[str, Any]) -> str:
     items = [(_short(t), str(e["pairs"]), e["models"]) for t, e in rep["tasks"].items()]
     items.append(("**avg**", str(sum(e["pairs"] for e in rep["tasks"].values())), rep["avg"]["models"]))
     for task, pairs, cells in items:
-        vals = [_ci(cells[lab]) for lab, _ in heads]
+        vals = [ci_text(cells[lab]) for lab, _ in heads]
         for lab, _ in rest:
-            vals += [_ci(cells[lab], "diff", "diff_ci", signed=True), _p(cells[lab])]
+            vals += [ci_text(cells[lab], "diff", "diff_ci", signed=True), _p(cells[lab])]
         rows.append(f"| {task} | {pairs} | " + " | ".join(vals) + " |")
     return "\n".join(rows)
 
@@ -205,10 +209,10 @@ def table_gaps(rep: Dict[str, Any], task: str = "STSBenchmark") -> str:
     for lab, head in _heads(rep):
         g = gaps["tasks"][task]["models"][lab]
         a = gaps["avg"]["models"][lab]
-        dg = "—" if lab == rep["baseline"] or g.get("diff") is None else f"{_ci(g, 'diff', 'diff_ci', signed=True)}, p {_p(g)}"
-        da = "—" if lab == rep["baseline"] or a.get("diff") is None else f"{_ci(a, 'diff', 'diff_ci', signed=True)}, p {_p(a)}"
-        rows.append(f"| {head} | {_ci(b0['models'][lab])} ({b0['models'][lab]['pairs']}) | {_ci(b1['models'][lab])} "
-                    f"({b1['models'][lab]['pairs']}) | {_ci(g, 'gap', signed=True)} | {dg} | {_ci(a, 'gap', signed=True)} | {da} |")
+        dg = "—" if lab == rep["baseline"] or g.get("diff") is None else f"{ci_text(g, 'diff', 'diff_ci', signed=True)}, p {_p(g)}"
+        da = "—" if lab == rep["baseline"] or a.get("diff") is None else f"{ci_text(a, 'diff', 'diff_ci', signed=True)}, p {_p(a)}"
+        rows.append(f"| {head} | {ci_text(b0['models'][lab])} ({b0['models'][lab]['pairs']}) | {ci_text(b1['models'][lab])} "
+                    f"({b1['models'][lab]['pairs']}) | {ci_text(g, 'gap', signed=True)} | {dg} | {ci_text(a, 'gap', signed=True)} | {da} |")
     return "\n".join(rows)
 
 
@@ -249,9 +253,9 @@ def length_sentence(rep: Dict[str, Any], task: str = "STSBenchmark") -> str:
             continue
         if c.get("significant"):
             word = "narrows" if c["diff"] < 0 else "widens"
-            parts.append(f"on {name} repetition **{word}** the gap (Δ gap {_ci(c, 'diff', 'diff_ci', signed=True)}, p {_p(c)})")
+            parts.append(f"on {name} repetition **{word}** the gap (Δ gap {ci_text(c, 'diff', 'diff_ci', signed=True)}, p {_p(c)})")
         else:
-            parts.append(f"on {name} the change in the gap is within noise (Δ gap {_ci(c, 'diff', 'diff_ci', signed=True)}, p {_p(c)})")
+            parts.append(f"on {name} the change in the gap is within noise (Δ gap {ci_text(c, 'diff', 'diff_ci', signed=True)}, p {_p(c)})")
     if not parts:
         return ""
     lead = f"SimCSE's own {_short(task)} gap is {_f(s0, signed=True)}; " if s0 is not None else ""

@@ -420,34 +420,42 @@ def _mean(values) -> Optional[float]:
     return mean_std(values)[0]
 
 
+def _avg_entry(rep: Optional[Dict[str, Any]], label: str) -> Dict[str, Any]:
+    """``label``'s 7-task-average entry of an ``esimcse compare`` JSON (empty when absent)."""
+    return ((rep or {}).get("avg") or {}).get("models", {}).get(label) or {}
+
+
 def _paired_verdict(rep: Optional[Dict[str, Any]], label: str, ref: str = "the start") -> str:
     """One entry of an ``esimcse compare`` JSON against its baseline, on the 7-task average, with the tasks on
     which it is significantly worse (do no harm)."""
-    cell = ((rep or {}).get("avg") or {}).get("models", {}).get(label) or {}
+    import study_compare
+
+    cell = _avg_entry(rep, label)
     if cell.get("diff") is None or not cell.get("diff_ci"):
         return ""
-    lo, hi = cell["diff_ci"]
-    p = cell.get("p")
-    ptxt = "p < 0.001" if p is not None and p < 0.001 else f"p {p:.3f}" if p is not None else "p —"
-    if lo == hi == cell["diff"] == 0:
+    if cell["diff_ci"][0] == cell["diff_ci"][1] == cell["diff"] == 0:
         word = f"**the same model as {ref}** (identical scores)"
     elif cell.get("significant"):
         word = f"**significantly better than {ref}**" if cell["diff"] > 0 else f"**significantly worse than {ref}**"
     else:
         word = "**no measurable change**"
-    worse = [f"{SHORT.get(t, t)} {c['diff']:+.2f}" for t, c in ((t, ((rep.get("tasks") or {}).get(t) or {}).get("models", {})
-             .get(label) or {}) for t in TASKS) if c.get("significant") and (c.get("diff") or 0) < 0]
-    out = f"paired Δ {cell['diff']:+.2f} [{lo:+.2f}, {hi:+.2f}], {ptxt}, {word}"
+    worse = []
+    for t in TASKS:
+        c = ((rep.get("tasks") or {}).get(t) or {}).get("models", {}).get(label) or {}
+        if c.get("significant") and (c.get("diff") or 0) < 0:
+            worse.append(f"{SHORT.get(t, t)} {c['diff']:+.2f}")
+    out = (f"paired Δ {study_compare.ci_text(cell, 'diff', 'diff_ci', signed=True)}, "
+           f"p {study_compare.p_text(cell.get('p'))}, {word}")
     if worse:
         out += f", though significantly worse on {', '.join(worse)}"
     return out
 
 
-def claims(st: Study, core: Optional[Dict[str, Any]] = None, dnh: Optional[Dict[str, Any]] = None,
+def claims(st: Study, core: Optional[Dict[str, Any]] = None, do_no_harm: Optional[Dict[str, Any]] = None,
            parts_report: Optional[Dict[str, Any]] = None) -> Tuple[str, Dict[str, Any]]:
     """The plain-language verdicts, computed from the numbers; also returns the figures used. ``core``: the
     ``esimcse compare`` JSON of SimCSE's seeds against ESimCSE's (its paired test decides claim 1 when given);
-    ``dnh``: the one of the ``--pooler auto`` cells against the untrained mean-pooled start (claim 5);
+    ``do_no_harm``: the one of the ``--pooler auto`` cells against the untrained mean-pooled start (claim 5);
     ``parts_report``: the one of the ablations and the released code's variants against SimCSE's seeds (claims 2, 3)."""
     S, E = st.get("SimCSE"), st.get("ESimCSE")
     lines: List[str] = []
@@ -529,7 +537,7 @@ def claims(st: Study, core: Optional[Dict[str, Any]] = None, dnh: Optional[Dict[
                      f"`{o['cell']}` test avg {fmt_ci(avg(o), o['eval'].get('avg_ci'))}, {fmt_signed(do)} against the paper-formula "
                      f"ESimCSE mean {fmt(me)}" + (f" (seed std {se_:.2f})" if se_ is not None else "") + f"; best dev {fmt(dev_best(o))}"
                      + (f"; against SimCSE's seeds, {pv}." if (pv := _paired_verdict(parts_report, o["label"], "SimCSE")) else "."))
-        fig["official_vs_simcse"] = ((parts_report or {}).get("avg") or {}).get("models", {}).get(o["label"])
+        fig["official_vs_simcse"] = _avg_entry(parts_report, o["label"])
     else:
         lines.append("3. *The released code's formulas*: not measured yet.")
     # ---- claim 4: length bias
@@ -553,13 +561,15 @@ def claims(st: Study, core: Optional[Dict[str, Any]] = None, dnh: Optional[Dict[
                     paired = (((core or {}).get("gaps") or {}).get("tasks", {}).get("STSBenchmark", {})
                               .get("models", {}).get("ESimCSE") or {})
                     if paired.get("diff") is not None and paired.get("diff_ci"):
-                        lo_, hi_ = paired["diff_ci"]
+                        import study_compare
+
                         if paired.get("significant"):
                             judged = "**a significant narrowing**" if paired["diff"] < 0 else "**a significant widening**"
                         else:
                             judged = "**within noise**: repetition does not measurably narrow the gap"
-                        txt += (f"; paired over the pairs and the seeds the change in the gap is {paired['diff']:+.2f} "
-                                f"[{lo_:+.2f}, {hi_:+.2f}], p {paired.get('p', float('nan')):.3f}: {judged}")
+                        txt += ("; paired over the pairs and the seeds the change in the gap is "
+                                f"{study_compare.ci_text(paired, 'diff', 'diff_ci', signed=True)}, "
+                                f"p {study_compare.p_text(paired.get('p'))}: {judged}")
             ps = _mean([(d["eval"].get("probe") or {}).get("slope") for d in S])
             pe = _mean([(d["eval"].get("probe") or {}).get("slope") for d in E]) if E else None
             if ps is not None:
@@ -569,14 +579,14 @@ def claims(st: Study, core: Optional[Dict[str, Any]] = None, dnh: Optional[Dict[
         lines.append("4. *SimCSE is biased by length*: not measured yet.")
     # ---- claim 5: do no harm
     start = st.start("avg")
-    dnh_report, dnh = dnh, st.group(DO_NO_HARM)
+    dnh = st.group(DO_NO_HARM)
     if start and dnh and avg(start) is not None:
         parts = []
         for d in dnh:
             delta = None if avg(d) is None else avg(d) - avg(start)
             fig[f"dnh_{d['cell']}"] = delta
             text = f"{d['label']} {fmt(avg(d))} ({fmt_signed(delta)}, best dev at step {(d.get('train') or {}).get('best_step')})"
-            paired = _paired_verdict(dnh_report, d["label"])
+            paired = _paired_verdict(do_no_harm, d["label"])
             parts.append(text + (f": {paired}" if paired else ""))
         lines.append(f"5. *Training with the default pooler does no harm* to the untrained mean-pooling start (test avg "
                      f"{avg(start):.2f}): " + "; ".join(parts) + ".")
@@ -895,7 +905,6 @@ def section_reproduce(repro: Sequence[Dict[str, Any]], st: Optional[Study] = Non
     rows = ["| cell | recorded command | recorded test avg | re-run test avg | Δ | seeds of its method (test avg) | within the spread "
             "| same code | dev curve | s/step recorded → re-run |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    cells = {d["cell"]: d for d in st.docs} if st is not None else {}
     for d in repro:
         sp = d.get("seed_spread") or {}
         seeds = (f"{len(sp.get('avg') or [])} seeds, {fmt(sp.get('min'))}–{fmt(sp.get('max'))}"
@@ -903,7 +912,7 @@ def section_reproduce(repro: Sequence[Dict[str, Any]], st: Optional[Study] = Non
         rc, rr = d["recorded"].get("dev_curve"), d["rerun"].get("dev_curve")
         curve = "—" if not rc or not rr else "identical" if rc == rr else (
             f"max |Δ| {max(abs(a[1] - b[1]) for a, b in zip(rc, rr)):.2f}" if len(rc) == len(rr) else "different steps")
-        before = ((cells.get(d["cell"]) or {}).get("train") or {}).get("step_seconds_mean")
+        before = (((st.by_name if st is not None else {}).get(d["cell"]) or {}).get("train") or {}).get("step_seconds_mean")
         cost = f"{fmt(before)} → {fmt(d['rerun'].get('step_seconds_mean'))}"
         rows.append(f"| {d['cell']} | `{d.get('command')}` | {fmt(d['recorded'].get('avg'))} | {fmt(d['rerun'].get('avg'))} | "
                     f"{fmt_signed(d.get('diff_avg'))} | {seeds} | {'**yes**' if d.get('within_spread') else '**no**'} | "
