@@ -976,6 +976,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--only", help="comma-separated groups to run (e.g. core or core,do_no_harm)")
     ap.add_argument("--cells", help="comma-separated cell names to run (see --list)")
     ap.add_argument("--max-cells", type=int, help="run at most this many cells that are not finished yet")
+    ap.add_argument("--claim-dir", help="share the cells with other processes running the same command: each takes "
+                                        "the next cell nobody has claimed (an empty file DIR/<cell>.claim, created "
+                                        "atomically); empty DIR before a new run, or its claimed cells are skipped")
+    ap.add_argument("--stop-after", type=float, metavar="SECONDS",
+                    help="start no new cell once this many seconds have passed since the process started")
     ap.add_argument("--steps", type=int, help="override max_steps of every cell (eval_steps becomes about steps/6)")
     ap.add_argument("--eval-steps", type=int, help="override eval_steps")
     ap.add_argument("--model", help="override the model of every cell (e.g. a float32 copy on a GPU box)")
@@ -1033,7 +1038,19 @@ def _status_line(c: Cell, status: str, results_dir: str) -> str:
     return f"{c.group:16s} {c.name:20s} {status}{extra}"
 
 
+def claim(claim_dir: str | os.PathLike, name: str) -> bool:
+    """Take cell ``name`` for this process: True if no process sharing ``claim_dir`` has taken it (atomic)."""
+    d = Path(claim_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(d / f"{name}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    started = time.time()  # --stop-after counts from here
     args = parse_args(argv)
     os.chdir(REPO)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -1115,6 +1132,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         data = EvalData(matrix) if todo else None
         failed = []
         for i, c in enumerate(todo, 1):
+            if args.stop_after is not None and time.time() - started > args.stop_after:
+                echo(f"--stop-after {args.stop_after:g}s reached: {len(todo) - i + 1} cell(s) not started "
+                     "(run the same command again to go on)")
+                break
+            if args.claim_dir and not claim(args.claim_dir, c.name):
+                continue
             t0 = time.time()
             echo(f"cell {i}/{len(todo)}: {c.name} ({c.group}, {c.label})")
             try:
